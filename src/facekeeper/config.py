@@ -52,7 +52,7 @@ class MatchSettings:
     """Decisions are stated as target false-match rates, mapped to distances by the calibration table."""
 
     verify_fmr: float = 1e-4
-    identify_fmr: float = 1e-3  # per comparison; the effective FPIR grows with gallery size
+    identify_fpir: float = 1e-2  # chance a stranger matches anyone; per-comparison FMR = fpir / subjects
     top_k: int = 5
 
 
@@ -193,7 +193,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError("engine.upsample must be between 0 and 3")
     if eng.batch_size < 1 or eng.workers < 0 or eng.onnx_threads < 1:
         raise ConfigError("engine.batch_size and engine.onnx_threads must be >= 1, engine.workers >= 0")
-    for name in ("verify_fmr", "identify_fmr"):
+    for name in ("verify_fmr", "identify_fpir"):
         value = getattr(settings.match, name)
         if not 0 < value < 1:
             raise ConfigError(f"match.{name} must be between 0 and 1")

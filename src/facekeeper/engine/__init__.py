@@ -1,0 +1,6 @@
+"""Pure computation on faces: pixels in, descriptors out. Nothing here stores or logs anything."""
+
+from facekeeper.engine.core import Engine, Face
+from facekeeper.engine.detect import Detection
+
+__all__ = ["Detection", "Engine", "Face"]

@@ -1,0 +1,400 @@
+"""The gallery: subjects and their protected templates, searchable, erasable for real.
+
+It sees descriptors, never images. A descriptor is rotated by the deployment's secret transform, sealed
+under the subject's data key, stored, and indexed. Every process replays the store's change log before
+it searches, so several CLI and service processes can share one gallery.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from hashlib import sha256
+
+import numpy as np
+
+from facekeeper.config import Settings
+from facekeeper.errors import DeploymentKeyError, GalleryError, InvalidInput, ModelMismatch, UnknownSubject
+from facekeeper.gallery.index import VectorIndex
+from facekeeper.gallery.keys import DeploymentKey
+from facekeeper.gallery.keystore import ORPHAN_AGE_SECONDS, KeyStore
+from facekeeper.gallery.protect import (
+    OrthogonalTransform,
+    SealError,
+    open_sealed,
+    seal,
+    vector_from_bytes,
+    vector_to_bytes,
+)
+from facekeeper.gallery.store import Store, TemplateRow
+
+MAX_SUBJECT_ID = 200
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    pseudonym: str
+    subject_id: str
+    name: str | None
+    templates: int
+    created_at: float
+    template_dates: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A subject found by 1:N search, scored by its best template."""
+
+    pseudonym: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Erasure:
+    pseudonym: str
+    templates: int
+    erased_at: float
+
+
+class Gallery:
+    def __init__(self, settings: Settings, key: DeploymentKey, store: Store, keystore: KeyStore) -> None:
+        self.settings = settings
+        self._key = key
+        self.store = store
+        self.keystore = keystore
+        self._lookup_key = key.derive("subject-lookup")
+        self._index_key = key.derive("index-snapshot")
+        self._context = settings.deployment_id.encode()
+        self._transforms: dict[tuple[str, int], OrthogonalTransform] = {}
+        self._index: VectorIndex | None = None
+        self._seq = 0
+        self._saved_seq = 0
+        self._lock = threading.RLock()
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, settings: Settings, key: DeploymentKey) -> Gallery:
+        if settings.gallery_path.exists():
+            raise GalleryError(f"a gallery already exists at {settings.gallery_path}")
+        store = Store(settings.gallery_path, create=True)
+        with store.transaction():
+            store.set_meta("deployment_id", settings.deployment_id)
+            store.set_meta("key_check", key.check_value(settings.deployment_id))
+        return cls(settings, key, store, KeyStore(settings.keystore_path, key))
+
+    @classmethod
+    def open(cls, settings: Settings, key: DeploymentKey) -> Gallery:
+        store = Store(settings.gallery_path)
+        if store.get_meta("deployment_id") != settings.deployment_id:
+            store.close()
+            raise GalleryError("this gallery file belongs to another deployment: check --home")
+        if store.get_meta("key_check") != key.check_value(settings.deployment_id):
+            store.close()
+            raise DeploymentKeyError(
+                "the deployment key does not open this gallery: use the key created with it"
+            )
+        gallery = cls(settings, key, store, KeyStore(settings.keystore_path, key))
+        gallery._reconcile_keys()
+        return gallery
+
+    def close(self) -> None:
+        with self._lock:
+            if self._index is not None and self._seq != self._saved_seq:
+                self.save_index()
+            self.store.close()
+            self.keystore.close()
+
+    def _reconcile_keys(self) -> None:
+        """Finish what a crash interrupted: shred keys left without a subject, drop subjects left without a key."""
+        in_gallery = {p for p, _ in self.store.subjects()}
+        stale = [p for p in self.keystore.all_pseudonyms(older_than=time.time() - ORPHAN_AGE_SECONDS)
+                 if p not in in_gallery]
+        if stale:
+            self.keystore.destroy(stale)
+        keyed = set(self.keystore.all_pseudonyms())
+        for pseudonym in in_gallery - keyed:
+            self._delete_rows(pseudonym)
+
+    # -- protection -----------------------------------------------------------------------------
+    def transform(self, model_id: str, dim: int) -> OrthogonalTransform:
+        with self._lock:
+            t = self._transforms.get((model_id, dim))
+            if t is None:
+                t = self._transforms[(model_id, dim)] = OrthogonalTransform(self._key, dim, model_id)
+            return t
+
+    def protect(self, descriptor: np.ndarray, model_id: str) -> np.ndarray:
+        """The protected form of a descriptor: what is stored, indexed and compared."""
+        d = np.asarray(descriptor, dtype=np.float32).ravel()
+        return self.transform(model_id, d.size).apply(d)
+
+    def _lookup(self, subject_id: str) -> str:
+        return hmac.new(self._lookup_key, subject_id.encode(), sha256).hexdigest()
+
+    # -- subjects -------------------------------------------------------------------------------
+    def resolve(self, subject_id: str) -> str:
+        """The pseudonym of an operator-given subject id; ``UnknownSubject`` if there is none."""
+        pseudonym = self.store.pseudonym_for(self._lookup(subject_id))
+        if pseudonym is None:
+            raise UnknownSubject(f"no subject '{subject_id}' in this gallery: 'facekeeper subjects list' shows them")
+        return pseudonym
+
+    def find(self, subject_id: str) -> str | None:
+        return self.store.pseudonym_for(self._lookup(subject_id))
+
+    def enroll(
+        self,
+        subject_id: str,
+        descriptors: Iterable[np.ndarray],
+        model_id: str,
+        name: str | None = None,
+    ) -> str:
+        """Store templates for a subject (created on first enrollment); returns the pseudonym."""
+        check_subject_id(subject_id)
+        vectors = [np.asarray(d, dtype=np.float32).ravel() for d in descriptors]
+        if not vectors:
+            raise InvalidInput("nothing to enroll")
+        self.check_model(model_id)
+        lookup = self._lookup(subject_id)
+        with self._lock:
+            pseudonym = self.store.pseudonym_for(lookup)
+            new = pseudonym is None
+            if new:
+                pseudonym = "s_" + secrets.token_hex(10)
+                dek = self.keystore.create(pseudonym)
+            else:
+                assert pseudonym is not None
+                dek = self._dek(pseudonym)
+            now = time.time()
+            with self.store.transaction() as db:
+                if new:
+                    db.execute("INSERT INTO subjects VALUES (?, ?, ?)", (pseudonym, lookup, now))
+                    identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+                    db.execute("INSERT INTO identities VALUES (?, ?)",
+                               (pseudonym, seal(dek, identity, b"identity|" + pseudonym.encode())))
+                elif name is not None:
+                    identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+                    db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
+                               (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
+                for vec in vectors:
+                    protected = self.protect(vec, model_id)
+                    cur = db.execute(
+                        "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)",
+                        (pseudonym, model_id, now, b""))
+                    tid = int(cur.lastrowid or 0)
+                    blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, model_id))
+                    db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
+                    db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+                if not self.store.get_meta("model_id"):
+                    self.store.set_meta("model_id", model_id)
+            self.refresh()
+            return pseudonym
+
+    def delete_subject(self, pseudonym: str, *, persist: bool = True) -> Erasure:
+        """Crypto-shred a subject: destroy its data key, then its rows, then its index entries."""
+        with self._lock:
+            if not self.store.subject_exists(pseudonym):
+                raise UnknownSubject("no such subject in this gallery")
+            self.keystore.destroy([pseudonym])
+            count = self._delete_rows(pseudonym)
+            self.refresh()
+            if persist:
+                self.save_index()
+            return Erasure(pseudonym, count, time.time())
+
+    def _delete_rows(self, pseudonym: str) -> int:
+        with self.store.transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM templates WHERE pseudonym = ?", (pseudonym,))]
+            db.executemany("INSERT INTO changes (op, template_id) VALUES ('remove', ?)", [(i,) for i in ids])
+            db.execute("DELETE FROM templates WHERE pseudonym = ?", (pseudonym,))
+            db.execute("DELETE FROM identities WHERE pseudonym = ?", (pseudonym,))
+            db.execute("DELETE FROM subjects WHERE pseudonym = ?", (pseudonym,))
+        self.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
+
+    def identity(self, pseudonym: str) -> tuple[str, str | None]:
+        """The operator's subject id and display name, unsealed with the subject key."""
+        blob = self.store.identity(pseudonym)
+        dek = self.keystore.get(pseudonym)
+        if blob is None or dek is None:
+            raise UnknownSubject("no such subject in this gallery")
+        data = json.loads(open_sealed(dek, blob, b"identity|" + pseudonym.encode()))
+        return data["subject_id"], data["name"]
+
+    def subject(self, pseudonym: str) -> SubjectInfo:
+        subject_id, name = self.identity(pseudonym)
+        rows = self.store.templates_of(pseudonym)
+        created = next((c for p, c in self.store.subjects() if p == pseudonym), 0.0)
+        return SubjectInfo(pseudonym, subject_id, name, len(rows), created, tuple(r.created_at for r in rows))
+
+    def subjects(self) -> list[SubjectInfo]:
+        return [self.subject(p) for p, _ in self.store.subjects()]
+
+    def templates(self, pseudonym: str, model_id: str) -> np.ndarray:
+        """A subject's protected vectors, decrypted in memory only."""
+        rows = self.store.templates_of(pseudonym)
+        if not rows:
+            raise UnknownSubject("no such subject in this gallery")
+        dek = self._dek(pseudonym)
+        foreign = {r.model_id for r in rows} - {model_id}
+        if foreign:
+            raise ModelMismatch(
+                f"the subject's templates were made by model {sorted(foreign)[0]}, this engine uses {model_id}:"
+                " re-enroll the subject with the current model", gallery_model=sorted(foreign)[0])
+        return np.stack([self._open_template(dek, r) for r in rows])
+
+    # -- matching -------------------------------------------------------------------------------
+    def check_model(self, model_id: str) -> None:
+        held = self.store.get_meta("model_id")
+        if held and held != model_id:
+            raise ModelMismatch(
+                f"this gallery holds templates of model {held} and the engine uses {model_id}: they cannot be"
+                " compared. Switch the engine back, or enroll everyone again into a new deployment",
+                gallery_model=held, engine_model=model_id)
+
+    def search(self, descriptor: np.ndarray, model_id: str, k: int,
+               allowed: Iterable[str] | None = None) -> list[Candidate]:
+        """The ``k`` nearest subjects (best template each), optionally only among ``allowed`` pseudonyms."""
+        self.check_model(model_id)
+        protected = self.protect(descriptor, model_id)
+        with self._lock:
+            self.refresh()
+            index = self._ensure_index(protected.size)
+            allowed_ids = None
+            if allowed is not None:
+                allowed_ids = self._template_ids_of(list(allowed))
+            fetch = max(k * 4, k + 8)
+            while True:
+                hits = index.search(protected, fetch, allowed_ids)
+                owners = self.store.pseudonyms_of_templates([i for i, _ in hits])
+                best: dict[str, float] = {}
+                for tid, dist in hits:
+                    owner = owners.get(tid)
+                    if owner is not None and dist < best.get(owner, float("inf")):
+                        best[owner] = dist
+                if len(best) >= k or len(hits) < fetch or fetch >= index.size:
+                    break
+                fetch *= 4
+        ranked = sorted(best.items(), key=lambda kv: kv[1])[:k]
+        return [Candidate(p, d) for p, d in ranked]
+
+    def _template_ids_of(self, pseudonyms: list[str]) -> np.ndarray:
+        ids: list[int] = []
+        for i in range(0, len(pseudonyms), 500):
+            chunk = pseudonyms[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            ids.extend(r[0] for r in self.store.db.execute(
+                f"SELECT id FROM templates WHERE pseudonym IN ({marks})", chunk))
+        return np.asarray(ids, dtype=np.int64)
+
+    # -- index sync -----------------------------------------------------------------------------
+    def _ensure_index(self, dim: int) -> VectorIndex:
+        if self._index is None:
+            self._load_or_rebuild(dim)
+        assert self._index is not None
+        return self._index
+
+    def _new_index(self, dim: int) -> VectorIndex:
+        s = self.settings.index
+        return VectorIndex(dim, exact_below=s.exact_below, nlist=s.nlist, nprobe=s.nprobe)
+
+    def _load_or_rebuild(self, dim: int) -> None:
+        s = self.settings.index
+        loaded = VectorIndex.load(self.settings.index_path, self._index_key, self._context,
+                                  exact_below=s.exact_below, nlist=s.nlist, nprobe=s.nprobe, dim=dim)
+        if loaded is not None:
+            self._index, self._seq = loaded
+            self._saved_seq = self._seq
+            self.refresh()
+            if self._index.size == self.store.template_count():
+                return
+        self.rebuild_index(dim)
+
+    def rebuild_index(self, dim: int | None = None) -> int:
+        """Rebuild the index from the store (decrypting every template) and persist it."""
+        with self._lock:
+            dim = dim or (self._index.dim if self._index else 128)
+            index = self._new_index(dim)
+            seq = self.store.last_change()
+            for rows in self.store.iter_templates():
+                keys = self.keystore.get_many(sorted({r.pseudonym for r in rows}))
+                ids, vecs = [], []
+                for r in rows:
+                    dek = keys.get(r.pseudonym)
+                    if dek is not None:
+                        ids.append(r.id)
+                        vecs.append(self._open_template(dek, r))
+                if ids:
+                    index.add(np.asarray(ids, np.int64), np.stack(vecs))
+            self._index, self._seq = index, seq
+            self.refresh()
+            self.save_index()
+            return index.size
+
+    def refresh(self) -> None:
+        """Apply the store's change log (ours and other processes') to the in-memory index."""
+        with self._lock:
+            if self._index is None:
+                self._seq = self.store.last_change()
+                return
+            changes = self.store.changes_since(self._seq)
+            if not changes:
+                return
+            pending_add: list[int] = []
+            for _seq, op, tid in changes:
+                if op == "add":
+                    pending_add.append(tid)
+                else:
+                    if tid in pending_add:
+                        pending_add.remove(tid)
+                    self._index.remove(np.asarray([tid], np.int64))
+            rows = self.store.templates_by_id(pending_add)
+            keys = self.keystore.get_many(sorted({r.pseudonym for r in rows}))
+            rows = [r for r in rows if r.pseudonym in keys]
+            if rows:
+                self._index.remove(np.asarray([r.id for r in rows], np.int64))  # replay is idempotent
+                self._index.add(np.asarray([r.id for r in rows], np.int64),
+                                np.stack([self._open_template(keys[r.pseudonym], r) for r in rows]))
+            self._seq = changes[-1][0]
+            if self._seq - self._saved_seq >= self.settings.index.snapshot_every:
+                self.save_index()
+
+    def save_index(self) -> None:
+        with self._lock:
+            if self._index is None:
+                return
+            self._index.save(self.settings.index_path, self._index_key, self._seq, self._context)
+            self._saved_seq = self._seq
+
+    @property
+    def index_size(self) -> int:
+        with self._lock:
+            return self._index.size if self._index else 0
+
+    # -- internals ------------------------------------------------------------------------------
+    def _dek(self, pseudonym: str) -> bytes:
+        dek = self.keystore.get(pseudonym)
+        if dek is None:
+            raise UnknownSubject("no such subject in this gallery")
+        return dek
+
+    @staticmethod
+    def _template_aad(template_id: int, pseudonym: str, model_id: str) -> bytes:
+        return f"template|{template_id}|{pseudonym}|{model_id}".encode()
+
+    def _open_template(self, dek: bytes, row: TemplateRow) -> np.ndarray:
+        try:
+            return vector_from_bytes(open_sealed(dek, row.sealed, self._template_aad(row.id, row.pseudonym,
+                                                                                     row.model_id)))
+        except SealError:
+            raise GalleryError("a template failed its integrity check: the gallery file was altered") from None
+
+
+def check_subject_id(subject_id: str) -> None:
+    if not subject_id or len(subject_id) > MAX_SUBJECT_ID or not subject_id.isprintable():
+        raise InvalidInput(f"a subject id must be 1-{MAX_SUBJECT_ID} printable characters")

@@ -1,0 +1,174 @@
+"""The embedded store: one SQLite file (WAL) per deployment holding only ciphertext and pseudonyms.
+
+Every write that must stay consistent (a subject with its templates, an erasure with its change-log
+rows) happens in one transaction, so a process killed mid-way leaves the file as before or as after.
+The ``changes`` table is the log other processes (and the index snapshot) replay to stay in sync.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from facekeeper.errors import GalleryError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subjects (
+    pseudonym TEXT PRIMARY KEY,
+    lookup TEXT NOT NULL UNIQUE,          -- keyed hash of the operator's subject id, for lookups
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (  -- kept apart from subjects: the sealed id and display name
+    pseudonym TEXT PRIMARY KEY REFERENCES subjects(pseudonym) ON DELETE CASCADE,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pseudonym TEXT NOT NULL REFERENCES subjects(pseudonym) ON DELETE CASCADE,
+    model_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_by_subject ON templates(pseudonym);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+    template_id INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    id: int
+    pseudonym: str
+    model_id: str
+    created_at: float
+    sealed: bytes
+
+
+class Store:
+    """Thin, typed access to the gallery file. Knows nothing of keys or images."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        if not create and not path.is_file():
+            raise GalleryError(f"no gallery at {path}: run 'facekeeper init' first")
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA secure_delete=ON")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self.db.executescript(SCHEMA)
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{path.name} is not a readable gallery ({exc}): restore it from a backup") from None
+        if check != "ok":
+            raise GalleryError(f"{path.name} is corrupted ({check}): restore it from a backup")
+        self._lock = threading.RLock()
+        if create and self.get_meta("schema_version") is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        version = self.get_meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise GalleryError(f"{path.name} has schema version {version}, this facekeeper reads {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path.name} is not a readable gallery ({exc})") from None
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- subjects -----------------------------------------------------------------------------
+    def pseudonym_for(self, lookup: str) -> str | None:
+        row = self.db.execute("SELECT pseudonym FROM subjects WHERE lookup = ?", (lookup,)).fetchone()
+        return None if row is None else row[0]
+
+    def subject_exists(self, pseudonym: str) -> bool:
+        return self.db.execute("SELECT 1 FROM subjects WHERE pseudonym = ?", (pseudonym,)).fetchone() is not None
+
+    def subjects(self) -> list[tuple[str, float]]:
+        return list(self.db.execute("SELECT pseudonym, created_at FROM subjects ORDER BY created_at, pseudonym"))
+
+    def identity(self, pseudonym: str) -> bytes | None:
+        row = self.db.execute("SELECT sealed FROM identities WHERE pseudonym = ?", (pseudonym,)).fetchone()
+        return None if row is None else row[0]
+
+    def subject_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM subjects").fetchone()[0])
+
+    # -- templates ----------------------------------------------------------------------------
+    def templates_of(self, pseudonym: str) -> list[TemplateRow]:
+        return [TemplateRow(*r) for r in self.db.execute(
+            "SELECT id, pseudonym, model_id, created_at, sealed FROM templates WHERE pseudonym = ? ORDER BY id",
+            (pseudonym,))]
+
+    def templates_by_id(self, ids: list[int]) -> list[TemplateRow]:
+        out: list[TemplateRow] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.extend(TemplateRow(*r) for r in self.db.execute(
+                f"SELECT id, pseudonym, model_id, created_at, sealed FROM templates WHERE id IN ({marks})", chunk))
+        return out
+
+    def iter_templates(self, batch: int = 10_000) -> Iterator[list[TemplateRow]]:
+        last = 0
+        while True:
+            rows = [TemplateRow(*r) for r in self.db.execute(
+                "SELECT id, pseudonym, model_id, created_at, sealed FROM templates WHERE id > ? ORDER BY id LIMIT ?",
+                (last, batch))]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1].id
+
+    def template_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM templates").fetchone()[0])
+
+    def pseudonyms_of_templates(self, ids: list[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT id, pseudonym FROM templates WHERE id IN ({marks})", chunk))
+        return out
+
+    def model_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT DISTINCT model_id FROM templates")}
+
+    # -- change log ---------------------------------------------------------------------------
+    def last_change(self) -> int:
+        row = self.db.execute("SELECT max(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, int]]:
+        return list(self.db.execute("SELECT seq, op, template_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)))
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,113 @@
+"""Decisions at a stated false-match rate.
+
+A threshold is only meaningful with the rate of strangers it lets through, and that rate belongs to the
+population it was measured on. The calibration table maps target FMRs to distances for one model;
+1:N search divides the target false-positive identification rate (FPIR) by the number of subjects
+searched, because every extra subject is one more chance for a stranger to match someone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from facekeeper.errors import ModelMismatch
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """(fmr, distance) points for one model, measured on ``source`` with ``impostor_pairs`` comparisons."""
+
+    model_id: str
+    source: str
+    impostor_pairs: int
+    genuine_pairs: int
+    points: tuple[tuple[float, float], ...]  # sorted by fmr ascending (distance ascending)
+
+    @property
+    def min_fmr(self) -> float:
+        return self.points[0][0]
+
+    def threshold(self, fmr: float) -> tuple[float, bool]:
+        """The distance at which the FMR is ``fmr``, and whether ``fmr`` was within the measured range.
+
+        Below the smallest measured FMR the smallest threshold is used: the true FMR there is unknown,
+        so the caller must say so rather than pretend.
+        """
+        if fmr <= self.points[0][0]:
+            return self.points[0][1], fmr >= self.points[0][0]
+        if fmr >= self.points[-1][0]:
+            return self.points[-1][1], fmr <= self.points[-1][0]
+        for (f0, d0), (f1, d1) in zip(self.points, self.points[1:], strict=False):
+            if f0 <= fmr <= f1:
+                t = (math.log10(fmr) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
+                return d0 + t * (d1 - d0), True
+        raise AssertionError("unreachable: points are sorted")
+
+    def fmr_at(self, distance: float) -> float:
+        """The estimated FMR of accepting at ``distance`` (log-linear between measured points)."""
+        pts = self.points
+        if distance <= pts[0][1]:
+            return pts[0][0]
+        if distance >= pts[-1][1]:
+            return pts[-1][0]
+        for (f0, d0), (f1, d1) in zip(pts, pts[1:], strict=False):
+            if d0 <= distance <= d1:
+                t = (distance - d0) / (d1 - d0) if d1 > d0 else 0.0
+                return 10 ** (math.log10(f0) + t * (math.log10(f1) - math.log10(f0)))
+        raise AssertionError("unreachable: points are sorted")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "source": self.source, "impostor_pairs": self.impostor_pairs,
+                "genuine_pairs": self.genuine_pairs, "points": [list(p) for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationTable:
+        points = tuple(sorted((float(f), float(d)) for f, d in data["points"]))
+        return cls(str(data["model_id"]), str(data["source"]), int(data["impostor_pairs"]),
+                   int(data["genuine_pairs"]), points)
+
+
+def default_table(model_id: str) -> CalibrationTable:
+    """The table shipped with facekeeper for ``model_id`` (``data/calibration.json``)."""
+    raw = json.loads(resources.files("facekeeper").joinpath("data/calibration.json").read_text())
+    for entry in raw["tables"]:
+        if entry["model_id"] == model_id:
+            return CalibrationTable.from_dict(entry)
+    raise ModelMismatch(f"no calibration table for model {model_id}: the model bundle is incomplete")
+
+
+def similarity(distance: float) -> float:
+    """A 0..1 score for people, not for decisions: 1 is identical, 0 is as far as faces get (>= 1.0)."""
+    return round(max(0.0, 1.0 - distance), 4)
+
+
+@dataclass(frozen=True)
+class Decision:
+    match: bool
+    distance: float
+    similarity: float
+    threshold: float
+    target_fmr: float  # per-comparison FMR the threshold was set for
+    estimated_fmr: float  # the table's FMR at this distance: how often a stranger gets this close
+    within_calibration: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"match": self.match, "distance": round(self.distance, 4), "similarity": self.similarity,
+                "threshold": round(self.threshold, 4), "target_fmr": self.target_fmr,
+                "estimated_fmr": float(f"{self.estimated_fmr:.3g}"),
+                "within_calibration": self.within_calibration}
+
+
+def decide(table: CalibrationTable, distance: float, fmr: float) -> Decision:
+    threshold, within = table.threshold(fmr)
+    return Decision(distance <= threshold, distance, similarity(distance), threshold, fmr,
+                    table.fmr_at(distance), within)
+
+
+def per_comparison_fmr(fpir: float, gallery_size: int) -> float:
+    """The FMR per comparison that keeps a 1:N search's FPIR at ``fpir`` (FPIR ≈ N · FMR for small rates)."""
+    return fpir / max(gallery_size, 1)
