@@ -1,0 +1,231 @@
+"""The ``facekeeper`` command line: human output by default, ``--json`` for scripts.
+
+Every command opens the deployment through ``Service`` and only formats what it returns. Errors are one
+line saying what to do, with an exit code per error class (see ``facekeeper.errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from facekeeper import config
+from facekeeper.errors import FacekeeperError
+from facekeeper.service import Service
+
+app = typer.Typer(help="On-premises face recognition where the faces never leave.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+subjects_app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
+app.add_typer(subjects_app, name="subjects")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    home: Path = Path("facekeeper-data")
+    json: bool = False
+    backend: str | None = None
+
+
+state = State()
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Deployment data directory [env FACEKEEPER_HOME].")]
+
+
+@app.callback()
+def main(
+    home: HomeOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    backend: Annotated[str | None, typer.Option(help="Embedder runtime: onnx or dlib (overrides config).")] = None,
+) -> None:
+    state.home = config.home_from_env(home)
+    state.json = json_out
+    state.backend = backend
+
+
+def emit(data: Any, human: Callable[[], None]) -> None:
+    if state.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        human()
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Turn facekeeper errors into one line and a distinct exit code; never a traceback."""
+    try:
+        yield
+    except FacekeeperError as exc:
+        if state.json:
+            sys.stdout.write(json.dumps({"error": exc.to_dict()}) + "\n")
+        else:
+            err.print(f"[red]error[/red] {escape(f'[{exc.code}]')}: {escape(exc.message)}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def service() -> Iterator[Service]:
+    with handled():
+        svc = Service.open(state.home, backend=state.backend)
+        try:
+            yield svc
+        finally:
+            svc.close()
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@app.command()
+def init(
+    key_dir: Annotated[Path | None, typer.Option(help="Where the deployment key goes (never inside --home).")] = None,
+) -> None:
+    """Create a deployment: settings, a new deployment key (0600) and an empty gallery."""
+    with handled():
+        svc = Service.init(state.home, key_dir, backend=state.backend)
+        s = svc.settings
+        svc.close()
+    emit({"home": str(s.data_dir), "key_dir": str(s.key_dir), "deployment_id": s.deployment_id},
+         lambda: out.print(f"Created deployment {s.deployment_id} in {s.data_dir}\n"
+                           f"Deployment key: {s.key_path} (back it up apart from the data; without it the"
+                           " gallery cannot be read)"))
+
+
+@app.command()
+def enroll(
+    paths: Annotated[list[Path], typer.Argument(help="One or more photos of the same person.")],
+    subject: Annotated[str, typer.Option("--subject", help="The operator's id for this person.")],
+    name: Annotated[str | None, typer.Option(help="Display name (stored encrypted).")] = None,
+) -> None:
+    """Enroll photos of one person. All photos must pass the quality gate, or nothing is stored."""
+    with service() as svc:
+        r = svc.enroll(list(paths), subject, name)
+    emit({"subject_id": r.subject_id, "pseudonym": r.pseudonym, "templates_added": r.templates_added,
+          "quality": r.quality},
+         lambda: out.print(f"Enrolled {r.subject_id} ({r.pseudonym}): {r.templates_added} template(s) stored,"
+                           " photos discarded"))
+
+
+@app.command("enroll-dir")
+def enroll_dir(root: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person.")]) -> None:
+    """Enroll a folder of people (sub-folder name = subject id); bad photos are skipped with a reason."""
+    with service() as svc:
+        with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err, disable=state.json) as bar:
+            task = bar.add_task("enroll", total=None)
+            summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total))
+
+    def human() -> None:
+        d = summary.to_dict()
+        out.print(f"Enrolled {d['subjects']} subject(s), {d['templates']} template(s); "
+                  f"skipped {len(summary.skipped)} photo(s)")
+        if summary.skipped:
+            table = Table("file", "reason")
+            for f, _code, msg in summary.skipped:
+                table.add_row(f, msg)
+            out.print(table)
+
+    emit(summary.to_dict(), human)
+
+
+@app.command()
+def verify(
+    probe: Annotated[Path, typer.Argument(help="Photo to check.")],
+    reference: Annotated[Path | None, typer.Argument(help="Second photo (or use --subject).")] = None,
+    subject: Annotated[str | None, typer.Option(help="Compare against this enrolled subject.")] = None,
+    fmr: Annotated[float | None, typer.Option(help="Target false-match rate, e.g. 1e-4.")] = None,
+) -> None:
+    """1:1: is this the same person as the other photo, or as the enrolled subject?"""
+    with service() as svc:
+        r = svc.verify(probe, reference, subject_id=subject, fmr=fmr)
+    d = r.decision
+    emit(r.to_dict(), lambda: out.print(
+        f"{'MATCH' if d.match else 'NO MATCH'}: distance {d.distance:.3f} (threshold {d.threshold:.3f} "
+        f"for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of the time"))
+
+
+@app.command()
+def identify(
+    probe: Annotated[Path, typer.Argument(help="Photo to identify.")],
+    k: Annotated[int | None, typer.Option("-k", help="How many candidates to show.")] = None,
+    fpir: Annotated[float | None, typer.Option(help="Target false-positive identification rate.")] = None,
+) -> None:
+    """1:N: who is this? Answers "unknown" rather than guess."""
+    with service() as svc:
+        r = svc.identify(probe, k, fpir)
+
+    def human() -> None:
+        if r.match:
+            m = r.match
+            out.print(f"Identified {m.subject_id}{f' ({m.name})' if m.name else ''}: distance "
+                      f"{m.decision.distance:.3f} <= {m.decision.threshold:.3f}")
+        else:
+            out.print(f"unknown: nobody among {r.searched_subjects} subject(s) is within the threshold "
+                      f"for FPIR {r.target_fpir:g}")
+        table = Table("subject", "distance", "threshold", "match")
+        for c in r.candidates:
+            table.add_row(c.subject_id, f"{c.decision.distance:.3f}", f"{c.decision.threshold:.3f}",
+                          "yes" if c.decision.match else "no")
+        out.print(table)
+
+    emit(r.to_dict(), human)
+
+
+@app.command()
+def detect(
+    image: Annotated[Path, typer.Argument(help="Photo to analyse.")],
+    landmarks: Annotated[int, typer.Option(help="5 or 68 landmark points.")] = 68,
+) -> None:
+    """Faces in a photo: boxes, landmarks and quality as JSON. Nothing is stored."""
+    with service() as svc:
+        faces = svc.detect(image, landmarks)
+    sys.stdout.write(json.dumps({"faces": faces}, indent=None if state.json else 2) + "\n")
+
+
+@subjects_app.command("list")
+def subjects_list() -> None:
+    """Enrolled subjects with their template counts."""
+    with service() as svc:
+        rows = svc.subjects()
+    emit([{"subject_id": s.subject_id, "name": s.name, "pseudonym": s.pseudonym, "templates": s.templates,
+           "created_at": when(s.created_at)} for s in rows], lambda: _subjects_table(rows))
+
+
+def _subjects_table(rows: list[Any]) -> None:
+    table = Table("subject", "name", "pseudonym", "templates", "enrolled")
+    for s in rows:
+        table.add_row(s.subject_id, s.name or "", s.pseudonym, str(s.templates), when(s.created_at))
+    out.print(table)
+    out.print(f"{len(rows)} subject(s)")
+
+
+@subjects_app.command("show")
+def subjects_show(subject_id: Annotated[str, typer.Argument()]) -> None:
+    """One subject: pseudonym, name, templates and their dates (never the templates)."""
+    with service() as svc:
+        s = svc.subject(subject_id)
+    data = {"subject_id": s.subject_id, "name": s.name, "pseudonym": s.pseudonym, "templates": s.templates,
+            "created_at": when(s.created_at), "template_dates": [when(t) for t in s.template_dates]}
+    emit(data, lambda: out.print_json(json.dumps(data)))
+
+
+@subjects_app.command("delete")
+def subjects_delete(subject_id: Annotated[str, typer.Argument()]) -> None:
+    """Erase a subject: its data key is destroyed, so its templates are unreadable even in backups."""
+    with service() as svc:
+        r = svc.delete(subject_id)
+    emit(r, lambda: out.print(f"Erased {subject_id} ({r['pseudonym']}): {r['templates_erased']} template(s);"
+                              " its key is destroyed"))
