@@ -42,8 +42,8 @@ class QualitySettings:
     """Enrollment gate. Values measured on real photos; see docs/quality.md."""
 
     min_eye_distance: float = 24.0  # pixels between eye centres in the original image
-    min_sharpness: float = 12.0  # variance of the Laplacian on the aligned 150x150 grey chip
-    max_yaw: float = 0.45  # nose offset from the eye midline, in inter-eye distances
+    min_sharpness: float = 10.0  # variance of the Laplacian on the aligned 150x150 grey chip
+    max_yaw: float = 0.5  # nose asymmetry between the jaw edges: 0 frontal, 1 full profile
     max_roll_degrees: float = 25.0
 
 

@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 from facekeeper.errors import ModelMismatch
@@ -41,7 +42,7 @@ class CalibrationTable:
             return self.points[0][1], fmr >= self.points[0][0]
         if fmr >= self.points[-1][0]:
             return self.points[-1][1], fmr <= self.points[-1][0]
-        for (f0, d0), (f1, d1) in zip(self.points, self.points[1:], strict=False):
+        for (f0, d0), (f1, d1) in pairwise(self.points):
             if f0 <= fmr <= f1:
                 t = (math.log10(fmr) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
                 return d0 + t * (d1 - d0), True
@@ -54,7 +55,7 @@ class CalibrationTable:
             return pts[0][0]
         if distance >= pts[-1][1]:
             return pts[-1][0]
-        for (f0, d0), (f1, d1) in zip(pts, pts[1:], strict=False):
+        for (f0, d0), (f1, d1) in pairwise(pts):
             if d0 <= distance <= d1:
                 t = (distance - d0) / (d1 - d0) if d1 > d0 else 0.0
                 return 10 ** (math.log10(f0) + t * (math.log10(f1) - math.log10(f0)))

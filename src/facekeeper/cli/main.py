@@ -122,11 +122,10 @@ def enroll(
 @app.command("enroll-dir")
 def enroll_dir(root: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person.")]) -> None:
     """Enroll a folder of people (sub-folder name = subject id); bad photos are skipped with a reason."""
-    with service() as svc:
-        with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err, disable=state.json) as bar:
-            task = bar.add_task("enroll", total=None)
-            summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total))
+    columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with service() as svc, Progress(*columns, console=err, disable=state.json) as bar:
+        task = bar.add_task("enroll", total=None)
+        summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total))
 
     def human() -> None:
         d = summary.to_dict()

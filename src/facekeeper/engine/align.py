@@ -9,7 +9,7 @@ from facekeeper.engine.embed import CHIP_SIZE
 CHIP_PADDING = 0.25  # the padding dlib's face recognition model and face_recognition both use
 
 
-def chip(rgb: np.ndarray, shape) -> np.ndarray:  # noqa: ANN001 - dlib full_object_detection
+def chip(rgb: np.ndarray, shape) -> np.ndarray:
     """Rotate, scale and crop to a (150, 150, 3) uint8 chip from a dlib shape (5 or 68 points)."""
     import dlib
 

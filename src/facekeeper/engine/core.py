@@ -92,11 +92,16 @@ class Engine:
         )
 
     def analyze(self, rgb: np.ndarray, detection: Detection, landmarks: int | None = None) -> Face:
-        """Landmarks, chip and quality for one detection, at full resolution."""
+        """Landmarks, chip and quality for one detection, at full resolution.
+
+        The chip is cut with the configured landmark model (5 points, like dlib's own pipeline); quality
+        always uses the 68-point model, whose jaw line is what reveals a turned head.
+        """
         shape = self.landmarker(landmarks).shape(rgb, detection.box)
         points = shape_to_array(shape)
         face_chip = align.chip(rgb, shape)
-        return Face(detection, points, face_chip, quality.measure(points, face_chip))
+        points68 = points if len(points) == 68 else self.landmarker(68)(rgb, detection.box)
+        return Face(detection, points, face_chip, quality.measure(points68, face_chip))
 
     def faces(self, rgb: np.ndarray, landmarks: int | None = None) -> list[Face]:
         return [self.analyze(rgb, d, landmarks) for d in self.detect(rgb)]

@@ -33,7 +33,7 @@ class Landmarker:
         return shape_to_array(self.shape(rgb, box))
 
 
-def shape_to_array(shape) -> np.ndarray:  # noqa: ANN001 - dlib type has no stubs
+def shape_to_array(shape) -> np.ndarray:
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 

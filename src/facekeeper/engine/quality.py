@@ -18,7 +18,7 @@ from facekeeper.engine.landmarks import eye_centres
 class QualityReport:
     eye_distance: float  # pixels, original image
     sharpness: float  # variance of the Laplacian of the grey chip
-    yaw: float  # nose offset from the eye midline / eye distance; 0 is frontal
+    yaw: float  # left/right asymmetry of the nose between the jaw edges, -1..1; 0 is frontal
     roll_degrees: float
 
     def as_dict(self) -> dict[str, float]:
@@ -54,16 +54,25 @@ def sharpness(chip: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def measure(points: np.ndarray, chip: np.ndarray) -> QualityReport:
-    right_eye, left_eye, nose = eye_centres(points)
+def yaw(points68: np.ndarray) -> float:
+    """How far the head is turned: (a - b) / (a + b) for the nose tip's distances a, b to the two jaw edges.
+
+    The 5-point model has no jaw, and the nose-to-eye offset it allows barely moves with yaw, so the
+    gate uses the 68-point model for this measure.
+    """
+    nose, jaw_right, jaw_left = points68[30], points68[0], points68[16]
+    a = float(np.linalg.norm(nose - jaw_right))
+    b = float(np.linalg.norm(nose - jaw_left))
+    return (a - b) / max(a + b, 1e-6)
+
+
+def measure(points68: np.ndarray, chip: np.ndarray) -> QualityReport:
+    """Size, blur and pose of a face from its 68 landmarks and its aligned chip."""
+    right_eye, left_eye, _ = eye_centres(points68)
     dx, dy = left_eye - right_eye
     eye_distance = float(math.hypot(dx, dy))
     roll = math.degrees(math.atan2(dy, dx))
-    midpoint = (left_eye + right_eye) / 2
-    # signed distance of the nose from the perpendicular bisector of the eye line, in eye distances
-    axis = np.array([dx, dy]) / max(eye_distance, 1e-6)
-    yaw = float(np.dot(nose - midpoint, axis)) / max(eye_distance, 1e-6)
-    return QualityReport(eye_distance, sharpness(chip), yaw, roll)
+    return QualityReport(eye_distance, sharpness(chip), yaw(points68), roll)
 
 
 def check(
