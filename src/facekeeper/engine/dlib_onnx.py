@@ -28,12 +28,18 @@ from facekeeper.errors import BundleError
 
 # Template of anet_type, innermost first: filter count, downsampling, and how many ``ares`` blocks follow
 # (alevel4 .. alevel0).  ``ares_down`` halves the size through a stride-2 conv and avg-pools the shortcut.
-_LEVELS: tuple[tuple[int, bool, int], ...] = ((32, False, 3), (64, True, 4), (128, True, 3), (256, True, 3), (256, True, 1))
+_LEVELS: tuple[tuple[int, bool, int], ...] = (
+    (32, False, 3),
+    (64, True, 4),
+    (128, True, 3),
+    (256, True, 3),
+    (256, True, 1),
+)
 _STEM_FILTERS, _STEM_KERNEL, _STEM_STRIDE = 32, 7, 2
 _POOL = (3, 2)  # max_pool<3,3,2,2>
 _SHORTCUT_POOL = (2, 2)  # avg_pool<2,2,2,2> on the ares_down shortcut
 _DESCRIPTOR_DIM = 128
-# dlib's add_layer versions in this file: 2 for a layer on a layer, 3 for the one on the input layer.
+# Versions in this file: add_layer 2, add_layer on the input layer 3, add_tag_layer/add_skip_layer 1.
 _LAYER_VERSION, _INPUT_LAYER_VERSION, _TAG_VERSION = 2, 3, 1
 _FC_NO_BIAS, _CONV_MODE = 1, 0
 # float_details exponents meaning inf, -inf; anything from 32002 up is NaN.
@@ -122,11 +128,11 @@ class _Reader:
         if value != expected:
             raise self.fail(f"{what} is {value}, expected {expected}")
 
-    def bool_(self) -> bool:
-        char = self.take(1)[0]
-        if char not in b"01":
-            raise self.fail(f"bad boolean byte 0x{char:02x}")
-        return char == ord("1")
+    def skip_bools(self, count: int) -> None:
+        """Bools are the ASCII bytes '1' and '0'; the ones in this file are training state."""
+        for char in self.take(count):
+            if char not in b"01":
+                raise self.fail(f"bad boolean byte 0x{char:02x}")
 
     def float_(self) -> float:
         """``mantissa * 2**exponent`` (int64, int16), with dlib's reserved exponents for inf and NaN."""
@@ -169,31 +175,31 @@ class _Reader:
             self.float_()
 
 
-# Layer kinds of anet_type, outermost first, in the order their headers appear in the stream.  dlib writes a
-# layer as: version, its whole sub-network, then its own details, so headers run outside-in and details
-# inside-out.
-_CON, _AFFINE, _RELU, _ADD, _AVG_POOL, _MAX_POOL, _GLOBAL_POOL, _FC, _TAG = (
-    "con",
-    "affine",
+# Layers of anet_type, outermost first, in the order their version numbers open the stream: dlib writes a
+# layer as its version, its whole sub-network, then its own details, so versions run outside-in and details
+# inside-out.  In ares_down the add's operand is avg_pool(skip1(tag2(block(tag1(x))))).
+_BLOCK_LAYERS = ("relu", "add_prev", "affine", "con", "relu", "affine", "con", "tag1")
+_DOWN_BLOCK_LAYERS = (
     "relu",
     "add_prev",
     "avg_pool",
-    "max_pool",
-    "avg_pool_everything",
-    "fc",
-    "tag",
+    "skip1",
+    "tag2",
+    "affine",
+    "con",
+    "relu",
+    "affine",
+    "con",
+    "tag1",
 )
-_BLOCK_OUTSIDE_IN = (_RELU, _ADD, _AFFINE, _CON, _RELU, _AFFINE, _CON, _TAG)
-# ares_down: the add's first operand is avg_pool(skip1(tag2(block(tag1(x))))) — skip and tag are both "tag".
-_DOWN_BLOCK_OUTSIDE_IN = (_RELU, _ADD, _AVG_POOL, _TAG, _TAG, _AFFINE, _CON, _RELU, _AFFINE, _CON, _TAG)
 
 
-def _layer_kinds() -> list[str]:
-    kinds = [_FC, _GLOBAL_POOL]
+def _layers_outside_in() -> list[str]:
+    layers = ["fc", "avg_pool_everything"]
     for _, downsample, count in reversed(_LEVELS):
-        for i in reversed(range(count)):
-            kinds += _DOWN_BLOCK_OUTSIDE_IN if downsample and i == 0 else _BLOCK_OUTSIDE_IN
-    return [*kinds, _MAX_POOL, _RELU, _AFFINE, _CON]  # that con sits on the input layer
+        for i in reversed(range(count)):  # the level's ares_down (i == 0) is its innermost block
+            layers += _DOWN_BLOCK_LAYERS if downsample and i == 0 else _BLOCK_LAYERS
+    return [*layers, "max_pool", "relu", "affine", "con"]  # that con is the add_layer on the input layer
 
 
 def _read_pool(r: _Reader, name: str, size: int, stride: int) -> None:
@@ -250,8 +256,7 @@ def _read_fc(r: _Reader, inputs: int) -> np.ndarray:
 
 def _read_layer_state(r: _Reader) -> None:
     """The three bools and three cleared work tensors every add_layer writes after its details."""
-    for _ in range(3):
-        r.bool_()
+    r.skip_bools(3)
     for _ in range(3):
         r.empty_tensor()
 
@@ -263,10 +268,10 @@ def parse_dlib_resnet(data: bytes) -> DlibResnetWeights:
     r.expect_string("loss_metric_2")
     r.skip_floats(2)  # margin and distance threshold
 
-    kinds = _layer_kinds()
-    for i, kind in enumerate(kinds):
-        expected = _TAG_VERSION if kind == _TAG else _INPUT_LAYER_VERSION if i == len(kinds) - 1 else _LAYER_VERSION
-        r.expect_int(expected, f"{kind} layer version")
+    *layers, input_conv = _layers_outside_in()
+    for layer in layers:
+        r.expect_int(_TAG_VERSION if layer[:-1] in ("tag", "skip") else _LAYER_VERSION, f"{layer} version")
+    r.expect_int(_INPUT_LAYER_VERSION, f"{input_conv} version")
 
     r.expect_string("input_rgb_image_sized")
     mean = (r.float_(), r.float_(), r.float_())
@@ -316,9 +321,7 @@ def parse_dlib_resnet(data: bytes) -> DlibResnetWeights:
     _read_layer_state(r)
     if r.pos != len(data):
         raise r.fail(f"{len(data) - r.pos} unexpected trailing bytes")
-    return DlibResnetWeights(
-        mean, CHIP_SIZE, stem_conv, stem_affine, _POOL[0], _POOL[1], tuple(blocks), fc
-    )
+    return DlibResnetWeights(mean, CHIP_SIZE, stem_conv, stem_affine, _POOL[0], _POOL[1], tuple(blocks), fc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,6 +338,10 @@ def _fold(conv: Conv, affine: Affine) -> tuple[np.ndarray, np.ndarray]:
 
 def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def _conv_out(size: int, conv: Conv) -> int:
+    return _out_size(size, conv.filters.shape[2], conv.stride, conv.padding)
 
 
 class _Graph:
@@ -359,9 +366,15 @@ class _Graph:
         b = self.const(f"conv{n}_b", bias.astype(np.float32))
         return self.op("Conv", [x, w, b], strides=[stride, stride], pads=[padding] * 4)
 
-    def pad_end(self, x: str, channels: int, rows: int) -> str:
-        """Zero-pad channels and bottom/right rows/cols, as dlib's add_prev does for the smaller operand."""
-        pads = np.array([0, 0, 0, 0, 0, channels, rows, rows], np.int64)
+    def pad_to(self, x: str, shape: tuple[int, int], target: tuple[int, int]) -> str:
+        """Zero-pad (channels, size) up to ``target`` at the end of each axis: bottom and right, not centred.
+
+        That is how dlib's add_prev adds tensors of different shapes (the missing values count as zero).
+        """
+        if shape == target:
+            return x
+        channels, size = target[0] - shape[0], target[1] - shape[1]
+        pads = np.array([0, 0, 0, 0, 0, channels, size, size], np.int64)
         return self.op("Pad", [x, self.const(f"pad{len(self.nodes)}", pads)], mode="constant")
 
 
@@ -379,10 +392,9 @@ def build_onnx_model(weights: DlibResnetWeights) -> onnx.ModelProto:
     b = b - np.einsum("ocij,c->o", w, mean) / 256
     x = g.conv(x, w / 256, b, stem.stride, stem.padding)
     x = g.op("Relu", [x])
-    size = _out_size(weights.input_size, stem.filters.shape[2], stem.stride, stem.padding)
-    pool = [weights.pool_size] * 2
-    x = g.op("MaxPool", [x], kernel_shape=pool, strides=[weights.pool_stride] * 2)
-    size = _out_size(size, weights.pool_size, weights.pool_stride, 0)
+    pool, stride = weights.pool_size, weights.pool_stride
+    x = g.op("MaxPool", [x], kernel_shape=[pool, pool], strides=[stride, stride])
+    size = _out_size(_conv_out(weights.input_size, stem), pool, stride, 0)
 
     channels = stem.filters.shape[0]
     for block in weights.blocks:
@@ -390,22 +402,18 @@ def build_onnx_model(weights: DlibResnetWeights) -> onnx.ModelProto:
         y = g.conv(x, *_fold(c1, block.affine1), c1.stride, c1.padding)
         y = g.op("Relu", [y])
         y = g.conv(y, *_fold(c2, block.affine2), c2.stride, c2.padding)
-        y_size = _out_size(_out_size(size, 3, c1.stride, c1.padding), 3, c2.stride, c2.padding)
-        y_channels = c2.filters.shape[0]
-        shortcut, s_size = x, size
+        y_shape = (c2.filters.shape[0], _conv_out(_conv_out(size, c1), c2))
+        shortcut, s_shape = x, (channels, size)
         if block.downsample:
             k, s = _SHORTCUT_POOL
             shortcut = g.op("AveragePool", [x], kernel_shape=[k, k], strides=[s, s])
-            s_size = _out_size(size, k, s, 0)
-        # dlib adds tensors of different shapes by zero-padding the smaller one at the end of each axis.
-        # With unpadded stride-2 convs, 8x8 gives a 3x3 block against a 4x4 pooled shortcut, 4x4 gives 1x1
-        # against 2x2; the channel count of the shortcut is smaller wherever the level widens.
-        if y_size < s_size:
-            y = g.pad_end(y, 0, s_size - y_size)
-        if channels < y_channels or s_size < y_size:
-            shortcut = g.pad_end(shortcut, y_channels - channels, max(y_size - s_size, 0))
+            s_shape = (channels, _out_size(size, k, s, 0))
+        # Shapes differ where a level widens (fewer shortcut channels) and, because stride-2 convs do not
+        # pad, at 8x8 (3x3 block vs 4x4 pooled shortcut) and 4x4 (1x1 vs 2x2).
+        target = (max(y_shape[0], s_shape[0]), max(y_shape[1], s_shape[1]))
+        y, shortcut = g.pad_to(y, y_shape, target), g.pad_to(shortcut, s_shape, target)
         x = g.op("Relu", [g.op("Add", [y, shortcut])])
-        size, channels = max(y_size, s_size), max(channels, y_channels)
+        channels, size = target
 
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
     fc = g.const("fc", weights.fc.astype(np.float32))
@@ -420,7 +428,10 @@ def build_onnx_model(weights: DlibResnetWeights) -> onnx.ModelProto:
         g.initializers,
     )
     return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", _OPSET)], ir_version=_IR_VERSION, producer_name="facekeeper"
+        graph,
+        opset_imports=[helper.make_opsetid("", _OPSET)],
+        ir_version=_IR_VERSION,
+        producer_name="facekeeper",
     )
 
 
@@ -431,8 +442,8 @@ class OnnxResnetEmbedder:
     """The same network and weights as ``DlibEmbedder``, batched and multi-threaded by onnxruntime.
 
     Descriptors match dlib's to ~1e-6 (float rounding only), so ``model_id`` is shared and stored
-    templates keep working when the runtime changes. dlib's ``num_jitters`` > 1 is not offered: jittering is
-    random in dlib and could never match.
+    templates keep working when the runtime changes. There is no ``num_jitters``: dlib's jittered average
+    depends on its internal random state, so only the unjittered descriptor can be reproduced.
     """
 
     model_id = "dlib-resnet-v1"
@@ -466,4 +477,4 @@ class OnnxResnetEmbedder:
             self._session.run(["descriptors"], {"chips": chips[i : i + self.batch_size]})[0]
             for i in range(0, len(chips), self.batch_size)
         ]
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return np.concatenate(out)
