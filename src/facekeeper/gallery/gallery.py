@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -153,8 +154,16 @@ class Gallery:
         descriptors: Iterable[np.ndarray],
         model_id: str,
         name: str | None = None,
+        *,
+        pseudonym: str | None = None,
+        within: Callable[[sqlite3.Connection, str, int], None] | None = None,
     ) -> str:
-        """Store templates for a subject (created on first enrollment); returns the pseudonym."""
+        """Store templates for a subject (created on first enrollment); returns the pseudonym.
+
+        ``pseudonym`` names a new subject (the privacy registry allocates one before enrollment, so a
+        person keeps one pseudonym); ``within(db, pseudonym, templates)`` runs inside the same transaction,
+        so a policy re-check or an audit entry commits or rolls back with the templates.
+        """
         check_subject_id(subject_id)
         vectors = [np.asarray(d, dtype=np.float32).ravel() for d in descriptors]
         if not vectors:
@@ -162,58 +171,78 @@ class Gallery:
         self.check_model(model_id)
         lookup = self._lookup(subject_id)
         with self._lock:
-            pseudonym = self.store.pseudonym_for(lookup)
-            new = pseudonym is None
+            existing = self.store.pseudonym_for(lookup)
+            if existing is not None and pseudonym is not None and existing != pseudonym:
+                raise GalleryError("this subject is already enrolled under another pseudonym")
+            new = existing is None
             if new:
-                pseudonym = "s_" + secrets.token_hex(10)
+                pseudonym = pseudonym or "s_" + secrets.token_hex(10)
                 dek = self.keystore.create(pseudonym)
             else:
+                pseudonym = existing
                 assert pseudonym is not None
                 dek = self._dek(pseudonym)
             now = time.time()
-            with self.store.transaction() as db:
-                if new:
-                    db.execute("INSERT INTO subjects VALUES (?, ?, ?)", (pseudonym, lookup, now))
-                    identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
-                    db.execute("INSERT INTO identities VALUES (?, ?)",
-                               (pseudonym, seal(dek, identity, b"identity|" + pseudonym.encode())))
-                elif name is not None:
-                    identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
-                    db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
-                               (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
-                for vec in vectors:
-                    protected = self.protect(vec, model_id)
-                    cur = db.execute(
-                        "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)",
-                        (pseudonym, model_id, now, b""))
-                    tid = int(cur.lastrowid or 0)
-                    blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, model_id))
-                    db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
-                    db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
-                if not self.store.get_meta("model_id"):
-                    self.store.set_meta("model_id", model_id)
+            try:
+                with self.store.transaction() as db:
+                    if new:
+                        db.execute("INSERT INTO subjects VALUES (?, ?, ?)", (pseudonym, lookup, now))
+                        identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+                        db.execute("INSERT INTO identities VALUES (?, ?)",
+                                   (pseudonym, seal(dek, identity, b"identity|" + pseudonym.encode())))
+                    elif name is not None:
+                        identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+                        db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
+                                   (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
+                    for vec in vectors:
+                        protected = self.protect(vec, model_id)
+                        cur = db.execute(
+                            "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)",
+                            (pseudonym, model_id, now, b""))
+                        tid = int(cur.lastrowid or 0)
+                        blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, model_id))
+                        db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
+                        db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+                    if not self.store.get_meta("model_id"):
+                        self.store.set_meta("model_id", model_id)
+                    if within is not None:
+                        within(db, pseudonym, len(vectors))
+            except BaseException:
+                if new:  # the key would otherwise outlive its failed enrollment for an hour
+                    self.keystore.destroy([pseudonym])
+                raise
             self.refresh()
             return pseudonym
 
-    def delete_subject(self, pseudonym: str, *, persist: bool = True) -> Erasure:
-        """Crypto-shred a subject: destroy its data key, then its rows, then its index entries."""
+    def delete_subject(self, pseudonym: str, *, persist: bool = True,
+                       within: Callable[[sqlite3.Connection, int], None] | None = None) -> Erasure:
+        """Crypto-shred a subject: destroy its data key, then its rows, then its index entries.
+
+        ``within(db, templates)`` runs in the transaction that removes the rows, and only if this call
+        removed them (a concurrent eraser that got there first makes this one ``UnknownSubject``).
+        """
         with self._lock:
             if not self.store.subject_exists(pseudonym):
                 raise UnknownSubject("no such subject in this gallery")
             self.keystore.destroy([pseudonym])
-            count = self._delete_rows(pseudonym)
+            count = self._delete_rows(pseudonym, within)
             self.refresh()
             if persist:
                 self.save_index()
             return Erasure(pseudonym, count, time.time())
 
-    def _delete_rows(self, pseudonym: str) -> int:
+    def _delete_rows(self, pseudonym: str,
+                     within: Callable[[sqlite3.Connection, int], None] | None = None) -> int:
         with self.store.transaction() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM templates WHERE pseudonym = ?", (pseudonym,))]
             db.executemany("INSERT INTO changes (op, template_id) VALUES ('remove', ?)", [(i,) for i in ids])
             db.execute("DELETE FROM templates WHERE pseudonym = ?", (pseudonym,))
             db.execute("DELETE FROM identities WHERE pseudonym = ?", (pseudonym,))
-            db.execute("DELETE FROM subjects WHERE pseudonym = ?", (pseudonym,))
+            gone = db.execute("DELETE FROM subjects WHERE pseudonym = ?", (pseudonym,)).rowcount
+            if within is not None:
+                if not gone:
+                    raise UnknownSubject("no such subject in this gallery")
+                within(db, len(ids))
         self.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(ids)
 
