@@ -8,6 +8,7 @@ backed-up data directory stay useless, and what makes erasure by key destruction
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import uuid
@@ -70,6 +71,60 @@ class LimitSettings:
     max_image_pixels: int = 40_000_000
 
 
+OPERATIONS = ("enroll", "verify", "identify")
+BUILTIN_PURPOSES: dict[str, str] = {
+    "access-control": "Opening doors and gates for people who chose face access instead of a badge or PIN.",
+    "payment": "Confirming a payment by face, for people who chose it instead of a PIN or card.",
+    "attendance": "Recording arrival and departure, for people who chose it instead of a badge or PIN.",
+    "model-improvement": "Measuring and improving recognition accuracy on this site's own population.",
+}
+
+
+@dataclass
+class PurposeSettings:
+    """One purpose faces may be used for: its notice text, its limits, and the operations it allows.
+
+    Retention per consent is the earliest of: the consent's expiry, ``idle_days`` after the last successful
+    match, and ``max_retention_days`` after the consent was given (see docs/privacy.md).
+    """
+
+    description: str = ""  # what the privacy notice tells people this purpose is; required before enrollment
+    max_retention_days: int = 1095
+    idle_days: int = 1095  # erase this long after the last successful match for this purpose
+    operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
+    verify_fmr: float = 0.0  # 0: use [match] verify_fmr; e.g. 1e-5 for payment
+    face_only: bool = False  # always refused at start-up: every purpose must accept a non-face credential
+
+
+def default_purposes() -> dict[str, PurposeSettings]:
+    out = {name: PurposeSettings(description=text) for name, text in BUILTIN_PURPOSES.items()}
+    out["model-improvement"].operations = ["enroll"]
+    out["model-improvement"].max_retention_days = 365
+    out["model-improvement"].idle_days = 365
+    return out
+
+
+@dataclass
+class NoticeSettings:
+    """The privacy notice people read before consenting. Enrollment is refused while a field is empty."""
+
+    version: str = ""  # recorded with each consent, so one can tell which text a person saw
+    controller: str = ""  # who decides what happens to the faces (legal name)
+    contact: str = ""  # where people exercise their rights (privacy officer, DPO)
+    retention: str = ""  # the retention statement in words
+    rights: str = ""  # access, withdrawal, erasure, the non-face alternative, complaint to the authority
+
+
+@dataclass
+class PrivacySettings:
+    default_purpose: str = "access-control"
+    guardian_age: int = 14  # below this age a guardian's consent is recorded (PIPL art. 31)
+    expiry_warning_days: int = 30  # the compliance report lists consents ending within this many days
+    credential_max_failures: int = 5  # a PIN locks after this many wrong tries in a row
+    filing_warning: int = 80_000  # enrolled people: warn before the filing threshold
+    filing_threshold: int = 100_000  # enrolled people: China's 2025 measures require a filing from here
+
+
 @dataclass
 class Settings:
     data_dir: Path
@@ -80,6 +135,9 @@ class Settings:
     match: MatchSettings = field(default_factory=MatchSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    notice: NoticeSettings = field(default_factory=NoticeSettings)
+    purposes: dict[str, PurposeSettings] = field(default_factory=default_purposes)
 
     @property
     def gallery_path(self) -> Path:
@@ -108,9 +166,13 @@ class Settings:
             f'deployment_id = "{self.deployment_id}"',
             f'key_dir = "{self.key_dir}"',
         ]
-        for section in ("engine", "quality", "match", "index", "limits"):
+        for section in ("engine", "quality", "match", "index", "limits", "privacy", "notice"):
             lines.append(f"\n[{section}]")
             for name, value in dataclasses.asdict(getattr(self, section)).items():
+                lines.append(f"{name} = {_toml_value(value)}")
+        for purpose, ps in self.purposes.items():
+            lines.append(f"\n[purposes.{_toml_value(purpose)}]")
+            for name, value in dataclasses.asdict(ps).items():
                 lines.append(f"{name} = {_toml_value(value)}")
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -118,19 +180,23 @@ class Settings:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a JSON string is a valid TOML basic string (newlines escaped)
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return str(value)
 
 
-def _section(cls: type, raw: dict[str, Any], name: str) -> Any:
+def _section(cls: type, raw: dict[str, Any], name: str, base: Any = None) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
     known = {f.name: f for f in fields(cls)}
     unknown = set(raw) - set(known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
-    obj = cls()
+    obj = base if base is not None else cls()
     for key, value in raw.items():
         default = getattr(obj, key)
         if isinstance(default, float) and isinstance(value, int):
@@ -164,8 +230,9 @@ def load(data_dir: Path) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     sections = {"engine": EngineSettings, "quality": QualitySettings, "match": MatchSettings,
-                "index": IndexSettings, "limits": LimitSettings}
-    top_known = {"deployment_id", "key_dir", *sections}
+                "index": IndexSettings, "limits": LimitSettings, "privacy": PrivacySettings,
+                "notice": NoticeSettings}
+    top_known = {"deployment_id", "key_dir", "purposes", *sections}
     unknown = set(raw) - top_known
     if unknown:
         raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
@@ -177,11 +244,48 @@ def load(data_dir: Path) -> Settings:
     settings = Settings(data_dir=data_dir, key_dir=key_dir, deployment_id=deployment_id)
     for name, cls in sections.items():
         setattr(settings, name, _section(cls, raw.get(name, {}), name))
+    settings.purposes = _purposes(raw.get("purposes", {}))
     validate(settings)
     return settings
 
 
+def _purposes(raw: Any) -> dict[str, PurposeSettings]:
+    """Built-in purposes, overridden or extended by ``[purposes.NAME]`` tables."""
+    if not isinstance(raw, dict):
+        raise ConfigError("[purposes] must hold one table per purpose")
+    out = default_purposes()
+    for purpose, table in raw.items():
+        out[purpose] = _section(PurposeSettings, table, f"purposes.{purpose}", out.get(purpose))
+    return out
+
+
+def validate_privacy(settings: Settings) -> None:
+    """Purposes must be well formed and none may be face-only: refusing a face must cost a person nothing."""
+    for purpose, ps in settings.purposes.items():
+        if not purpose or len(purpose) > 40 or not all(c.isascii() and (c.isalnum() or c == "-") for c in purpose):
+            raise ConfigError(f"purpose names are 1-40 letters, digits or '-': {purpose!r}")
+        if ps.face_only:
+            raise ConfigError(
+                f"purpose {purpose} is declared face-only: every purpose must accept a non-face credential"
+                " (PIN or QR token) so that refusing face recognition costs a person nothing")
+        bad = [op for op in ps.operations if op not in OPERATIONS]
+        if bad or not all(isinstance(op, str) for op in ps.operations):
+            raise ConfigError(f"purposes.{purpose}.operations may only list {', '.join(OPERATIONS)}")
+        if ps.max_retention_days < 1 or ps.idle_days < 1:
+            raise ConfigError(f"purposes.{purpose}: retention periods must be at least one day")
+        if not 0 <= ps.verify_fmr < 1:
+            raise ConfigError(f"purposes.{purpose}.verify_fmr must be between 0 and 1 (0 = the default)")
+    p = settings.privacy
+    if p.default_purpose not in settings.purposes:
+        raise ConfigError(f"privacy.default_purpose {p.default_purpose!r} is not a declared purpose")
+    if p.guardian_age < 0 or p.expiry_warning_days < 0 or p.credential_max_failures < 1:
+        raise ConfigError("privacy: guardian_age and expiry_warning_days must be >= 0, credential_max_failures >= 1")
+    if not 0 < p.filing_warning <= p.filing_threshold:
+        raise ConfigError("privacy.filing_warning must be positive and at most privacy.filing_threshold")
+
+
 def validate(settings: Settings) -> None:
+    validate_privacy(settings)
     eng = settings.engine
     if eng.backend not in ("onnx", "dlib"):
         raise ConfigError(f"engine.backend must be 'onnx' or 'dlib', not {eng.backend!r}")
