@@ -29,8 +29,8 @@ app = typer.Typer(help="On-premises face recognition where the faces never leave
 subjects_app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
 app.add_typer(subjects_app, name="subjects")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class State:
