@@ -144,6 +144,14 @@ class AuditError(FacekeeperError):
     http_status = 500
 
 
+class ReceiptInvalid(FacekeeperError):
+    """An erasure receipt or signed export whose signature does not hold: altered, or not ours."""
+
+    code = "receipt-invalid"
+    exit_code = 45
+    http_status = 422
+
+
 class CredentialError(FacekeeperError):
     code = "credential-error"
     exit_code = 44
