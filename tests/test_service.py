@@ -126,7 +126,7 @@ def test_blurred_enrollment_is_refused_with_reason(site: Service) -> None:
     import cv2
 
     blurred = cv2.GaussianBlur(site.engine.decode(london("021")), (0, 0), 6)
-    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR))
+    _, jpg = cv2.imencode(".jpg", cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR))
     with pytest.raises(QualityRejected) as info:
         site.enroll([jpg.tobytes()], "021")
     assert info.value.details["reason"] == "too-blurred"
