@@ -18,6 +18,9 @@ from facekeeper.errors import (
 from facekeeper.matching import default_table
 from facekeeper.service import Service
 from tests.conftest import DATA, london
+from tests.vendor_fixtures import licensed  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("licensed")
 
 ENROLLED = ("001", "002", "003", "004", "005")
 

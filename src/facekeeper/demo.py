@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from facekeeper.errors import LicenseError
 from facekeeper.service import Service
+from facekeeper.vendor.testing import install_demo_license
 
 console = Console(soft_wrap=True)
 PEOPLE = ("001", "002", "003", "004")
@@ -56,6 +58,17 @@ def run(images: Path, workdir: Path) -> int:
     say(f"Creating a deployment: data in {data_dir}, deployment key in {key_dir} (kept apart, mode 0600)")
     svc = Service.init(data_dir, key_dir)
     try:
+        say("Without a license only 'detect' works; installing an offline license (a demo vendor key stands"
+            " in for the vendor's, so it is an evaluation license)")
+        try:
+            svc.verify(photo(images, PEOPLE[0]), photo(images, PEOPLE[0], "smiling"))
+        except LicenseError as exc:
+            console.print(f"  before: {exc.message}", markup=False)
+        lic = install_demo_license(svc, workdir / "vendor")
+        status = svc.license.status(svc.gallery.store.subject_count())
+        console.print(f"  installed: {lic.licensee}, {', '.join(lic.features)}, up to {lic.subject_cap} subjects,"
+                      f" deployment {lic.deployment_id[:8]}..., status {status.state}")
+
         say(f"Enrolling {len(PEOPLE)} volunteers from the London set, one photo each")
         for person in PEOPLE:
             r = svc.enroll([photo(images, person)], person, name=f"Volunteer {person}")

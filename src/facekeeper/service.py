@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from facekeeper import config
+from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
 from facekeeper.engine import Engine, Face
 from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput
 from facekeeper.gallery.gallery import Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
-from facekeeper.matching import CalibrationTable, Decision, decide, default_table, per_comparison_fmr
+from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
 
 ImageSource = str | Path | bytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -90,12 +91,14 @@ def face_record(face: Face) -> dict[str, Any]:
 
 class Service:
     def __init__(self, settings: Settings, key: DeploymentKey, gallery: Gallery,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, bundle: Bundle | None = None) -> None:
         self.settings = settings
         self.gallery = gallery
         self.engine = engine or Engine(settings.engine, settings.quality, settings.limits)
         self._key = key
         self._table: CalibrationTable | None = None
+        self.bundle = bundle or load_trusted_bundle()  # refuses to start on unsigned models or thresholds
+        self.license = Licensing(settings.data_dir, settings.deployment_id, gallery.store)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -103,6 +106,7 @@ class Service:
         """Create a deployment: settings, deployment key (0600, outside the data dir) and empty gallery."""
         if (data_dir / config.CONFIG_NAME).exists():
             raise ConfigError(f"a deployment already exists at {data_dir}")
+        bundle = load_trusted_bundle()
         settings = Settings(data_dir=data_dir, key_dir=Path("."))
         settings.key_dir = key_dir or config.default_key_dir(settings.deployment_id)
         for name, value in engine_overrides.items():
@@ -122,7 +126,7 @@ class Service:
             for path in (settings.gallery_path, settings.config_path):
                 path.unlink(missing_ok=True)
             raise
-        return cls(settings, key, gallery)
+        return cls(settings, key, gallery, bundle=bundle)
 
     @classmethod
     def open(cls, data_dir: Path, *, engine: Engine | None = None, **engine_overrides: Any) -> Service:
@@ -146,7 +150,7 @@ class Service:
     @property
     def table(self) -> CalibrationTable:
         if self._table is None:
-            self._table = default_table(self.engine.model_id)
+            self._table = self.bundle.table_for(self.engine.model_id)
         return self._table
 
     # -- operations -----------------------------------------------------------------------------
@@ -158,6 +162,7 @@ class Service:
         """Enroll one or more photos of one person. All photos must pass, or nothing is stored."""
         if not images:
             raise InvalidInput("give at least one photo to enroll")
+        self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
         faces = [self.engine.single_face(self.engine.decode(img), enrollment=True) for img in images]
         descriptors = self.engine.embed([f.chip for f in faces])
         pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name)
@@ -174,6 +179,7 @@ class Service:
         people = sorted(p for p in root.iterdir() if p.is_dir())
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
+        self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
         total = sum(len(files) for _, files in jobs)
         summary = BulkSummary()
         done = 0
@@ -198,6 +204,7 @@ class Service:
         """1:1. Against another image, or against an enrolled subject (its best template)."""
         if (reference is None) == (subject_id is None):
             raise InvalidInput("verify needs exactly one of: a second image, or a subject id")
+        self._require("verify")
         fmr = fmr or self.settings.match.verify_fmr
         probe_vec = self._descriptor(probe)
         if reference is not None:
@@ -212,10 +219,12 @@ class Service:
 
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None) -> IdentifyResult:
         """1:N. Answers with the nearest subject only when it is within the threshold for the stated FPIR."""
+        self._require("identify")
         return self.identify_descriptor(self._descriptor(probe), k, fpir)
 
     def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None,
                             fpir: float | None = None) -> IdentifyResult:
+        self._require("identify")
         k = k or self.settings.match.top_k
         if k < 1:
             raise InvalidInput("k must be at least 1")
@@ -239,6 +248,10 @@ class Service:
         erasure = self.gallery.delete_subject(self.gallery.resolve(subject_id))
         return {"subject_id": subject_id, "pseudonym": erasure.pseudonym, "templates_erased": erasure.templates,
                 "erased_at": erasure.erased_at}
+
+    def _require(self, feature: str, new_subjects: int = 0) -> None:
+        """Licensed operations stop here without a valid license; detect, listing and erasure never do."""
+        self.license.require(feature, self.gallery.store.subject_count(), new_subjects)
 
     def _descriptor(self, image: ImageSource) -> np.ndarray:
         face = self.engine.single_face(self.engine.decode(image), enrollment=False)

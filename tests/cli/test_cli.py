@@ -12,6 +12,9 @@ from typer.testing import CliRunner
 from facekeeper.cli.main import app
 from facekeeper.errors import ALL_ERRORS
 from tests.conftest import DATA, london
+from tests.vendor_fixtures import licensed  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("licensed")
 
 runner = CliRunner()
 

