@@ -28,7 +28,7 @@ ENV_KEY_DIR = "FACEKEEPER_KEY_DIR"
 class EngineSettings:
     """How faces are found and turned into templates."""
 
-    backend: str = "dlib"  # "onnx" (fast, same weights) or "dlib" (the reference runtime)
+    backend: str = "onnx"  # "onnx" (fast, same weights) or "dlib" (the reference runtime)
     detector: str = "hog"  # "hog" or "cnn" (dlib mmod; seconds per image on a CPU)
     upsample: int = 1  # detector upsampling of the working copy; finds faces half the size per step
     detect_max_side: int = 800  # detection runs on a copy no larger than this; landmarks use full size

@@ -17,8 +17,8 @@ import numpy as np
 from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
-from facekeeper.engine import Engine, Face
-from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput
+from facekeeper.engine import Engine, Face, pipeline
+from facekeeper.errors import ConfigError, InvalidInput
 from facekeeper.gallery.gallery import Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
@@ -168,11 +168,13 @@ class Service:
         pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name)
         return EnrollResult(subject_id, pseudonym, len(faces), [f.quality.as_dict() for f in faces])
 
-    def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None) -> BulkSummary:
+    def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None,
+                   workers: int | None = None) -> BulkSummary:
         """Enroll a folder with one sub-folder per person (the folder name is the subject id).
 
         Each photo is judged on its own: a bad photo is skipped with its reason, the others enroll.
-        Each person is one transaction, so an interrupted run leaves whole subjects or none.
+        Photos are prepared on ``workers`` processes and embedded in batches across people; each person
+        is still one transaction, so an interrupted run leaves whole subjects or none.
         """
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder")
@@ -182,22 +184,41 @@ class Service:
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
         total = sum(len(files) for _, files in jobs)
         summary = BulkSummary()
-        done = 0
-        for subject_id, files in jobs:
-            chips = []
-            for f in files:
-                try:
-                    chips.append(self.engine.single_face(self.engine.decode(f), enrollment=True).chip)
-                except FacekeeperError as exc:
-                    summary.skipped.append((f"{subject_id}/{f.name}", exc.code, exc.message))
-                done += 1
-                if progress:
-                    progress(done, total)
-            if chips:
-                descriptors = self.engine.embed(chips)
-                self.gallery.enroll(subject_id, descriptors, self.engine.model_id)
-                summary.enrolled[subject_id] = len(chips)
+        owner = {f: subject_id for subject_id, files in jobs for f in files}
+        chips: dict[str, list[np.ndarray]] = {}
+        ready: list[str] = []  # subjects whose photos are all prepared, in order
+        remaining = {subject_id: len(files) for subject_id, files in jobs}
+        prepared = pipeline.prepare(self.engine, [f for _, files in jobs for f in files], workers=workers)
+        for done, item in enumerate(prepared, start=1):
+            subject_id = owner[item.path]
+            if item.error is not None:
+                summary.skipped.append((f"{subject_id}/{item.path.name}", item.error.code, item.error.message))
+            else:
+                assert item.chip is not None
+                chips.setdefault(subject_id, []).append(item.chip)
+            remaining[subject_id] -= 1
+            if remaining[subject_id] == 0 and subject_id in chips:
+                ready.append(subject_id)
+            if progress:
+                progress(done, total)
+            if sum(len(chips[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
+                self._enroll_prepared(ready, chips, summary)
+                ready = []
         return summary
+
+    def _enroll_prepared(self, subjects: list[str], chips: dict[str, list[np.ndarray]],
+                         summary: BulkSummary) -> None:
+        """Embed several people's chips in one batch, then store each person in a transaction of its own."""
+        if not subjects:
+            return
+        batch = [c for s in subjects for c in chips[s]]
+        descriptors = self.engine.embed(batch)
+        start = 0
+        for subject_id in subjects:
+            n = len(chips.pop(subject_id))
+            self.gallery.enroll(subject_id, descriptors[start : start + n], self.engine.model_id)
+            summary.enrolled[subject_id] = n
+            start += n
 
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
                subject_id: str | None = None, fmr: float | None = None) -> VerifyResult:

@@ -124,12 +124,15 @@ def enroll(
 
 
 @app.command("enroll-dir")
-def enroll_dir(root: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person.")]) -> None:
+def enroll_dir(
+    root: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person.")],
+    workers: Annotated[int | None, typer.Option(help="Processes preparing photos [one per core].")] = None,
+) -> None:
     """Enroll a folder of people (sub-folder name = subject id); bad photos are skipped with a reason."""
     columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with service() as svc, Progress(*columns, console=err, disable=state.json) as bar:
         task = bar.add_task("enroll", total=None)
-        summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total))
+        summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total), workers)
 
     def human() -> None:
         d = summary.to_dict()

@@ -1,0 +1,72 @@
+"""Bulk face preparation: decode, detect, landmarks and chip in a pool of worker processes.
+
+Once the embedder runs batched on onnxruntime, the per-image steps before it (decode, HOG detection,
+landmarks) dominate, and they are single-threaded dlib/Pillow code: the only way to use every core is
+one process per core. Workers send back only the 150x150 chip and the quality figures, never the photo;
+the parent embeds the chips in batches. Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
+from facekeeper.engine.core import Engine
+from facekeeper.errors import FacekeeperError
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One photo's outcome: an aligned chip and its quality, or the error that stopped it."""
+
+    path: Path
+    chip: np.ndarray | None
+    quality: dict[str, float] | None
+    error: FacekeeperError | None
+
+
+_worker_engine: Engine | None = None
+
+
+def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: LimitSettings) -> None:
+    global _worker_engine
+    _worker_engine = Engine(settings, quality, limits)
+
+
+def _prepare_one(engine: Engine, path: Path, enrollment: bool) -> Prepared:
+    try:
+        face = engine.single_face(engine.decode(path), enrollment=enrollment)
+    except FacekeeperError as exc:
+        return Prepared(path, None, None, exc)
+    return Prepared(path, face.chip, face.quality.as_dict(), None)
+
+
+def _prepare_in_worker(job: tuple[Path, bool]) -> Prepared:
+    assert _worker_engine is not None
+    return _prepare_one(_worker_engine, *job)
+
+
+def default_workers(settings: EngineSettings) -> int:
+    return settings.workers or os.cpu_count() or 1
+
+
+def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
+            workers: int | None = None) -> Iterator[Prepared]:
+    """Prepare every photo, in order, on ``workers`` processes (1 = in this process)."""
+    jobs = [(Path(p), enrollment) for p in paths]
+    n = workers or default_workers(engine.settings)
+    if n <= 1 or len(jobs) < 2:
+        for path, enroll in jobs:
+            yield _prepare_one(engine, path, enroll)
+        return
+    # forkserver: workers must not inherit the parent's onnxruntime threads or open SQLite handles
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(min(n, len(jobs)), _init_worker,
+                  (engine.settings, engine.quality_settings, engine.limits)) as pool:
+        yield from pool.imap(_prepare_in_worker, jobs, chunksize=4)
