@@ -235,3 +235,7 @@ def subjects_delete(subject_id: Annotated[str, typer.Argument()]) -> None:
         r = svc.delete(subject_id)
     emit(r, lambda: out.print(f"Erased {subject_id} ({r['pseudonym']}): {r['templates_erased']} template(s);"
                               " its key is destroyed"))
+
+
+if __name__ == "__main__":
+    app()
