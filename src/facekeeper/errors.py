@@ -176,6 +176,30 @@ class RateLimited(FacekeeperError):
     http_status = 429
 
 
+class RequestTooLarge(FacekeeperError):
+    """An HTTP request body over the service's limit: refused before it is read in full."""
+
+    code = "request-too-large"
+    exit_code = 53
+    http_status = 413
+
+
+class UnsupportedMediaType(FacekeeperError):
+    """An HTTP request body in a content type the route does not take."""
+
+    code = "unsupported-media-type"
+    exit_code = 54
+    http_status = 415
+
+
+class ServiceUnavailable(FacekeeperError):
+    """The HTTP service could not run the call now (a worker process stopped): retrying is safe."""
+
+    code = "service-unavailable"
+    exit_code = 55
+    http_status = 503
+
+
 class InvalidInput(FacekeeperError):
     """A malformed argument that is not an image problem (bad id, bad number, bad template)."""
 
