@@ -7,8 +7,9 @@ A throwaway vendor key is made once per test process and trusted as an evaluatio
   features, so tests about other things need one line: ``pytestmark = pytest.mark.usefixtures("licensed")``.
 - ``evaluation_vendor``: the vendor itself, to issue licenses with other terms.
 
-To share them, ``tests/conftest.py`` can do ``from tests.vendor_fixtures import evaluation_vendor, licensed``
-(and make ``licensed`` autouse there if every test should run licensed).
+A test module gets them with ``from tests.vendor_fixtures import evaluation_vendor_fixture, licensed``
+(a ``_fixture`` name keeps ruff's F811 quiet where the fixture is also a parameter); ``tests/conftest.py``
+can import them once for every test.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from facekeeper.service import Service
 from facekeeper.vendor.testing import EvaluationVendor, install_test_license, shared_vendor
 
 
-@pytest.fixture
-def evaluation_vendor(monkeypatch: pytest.MonkeyPatch) -> EvaluationVendor:
+@pytest.fixture(name="evaluation_vendor")
+def evaluation_vendor_fixture(monkeypatch: pytest.MonkeyPatch) -> EvaluationVendor:
     """A throwaway vendor (one per test process) whose licenses this test's deployments accept."""
     vendor = shared_vendor()
     monkeypatch.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
     return vendor
 
 
-@pytest.fixture
-def licensed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+@pytest.fixture(name="licensed")
+def licensed_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Deployments created during the test come with a full evaluation license installed."""
     vendor = shared_vendor()
     monkeypatch.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
@@ -45,3 +46,6 @@ def licensed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(Service, "init", classmethod(init))
     yield
+
+
+licensed = licensed_fixture  # both import names are in use; the fixture is "licensed" either way

@@ -33,6 +33,8 @@ MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impost
 EMBED_CHUNK = 64  # chips held in memory before they are embedded
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 
+MISSING = {"", "NA", "N/A", "na", "n/a", "nan", "unknown"}  # attribute values that form no group
+
 Progress = Callable[[int, int], None]
 
 
@@ -110,8 +112,8 @@ def parse_csv_pairs(text: str, root: Path) -> list[Pair]:
             raise InvalidInput(f"line {lineno} of the pairs CSV has {len(row)} columns, expected a,b,same")
         a, b, same = (c.strip() for c in row)
         flag = same.lower()
-        if lineno == 1 and flag not in _TRUE | _FALSE:
-            continue  # a header
+        if not pairs and not {Path(a).suffix.lower(), Path(b).suffix.lower()} & IMAGE_SUFFIXES:
+            continue  # a header: its first two columns name no photos
         if flag not in _TRUE | _FALSE:
             raise InvalidInput(f"line {lineno} of the pairs CSV: cannot read same={same!r} (use 1 or 0)")
         pairs.append(Pair(root / a, root / b, flag in _TRUE))
@@ -301,6 +303,7 @@ class Evaluation:
     not_acquired: list[tuple[Path, str]]
     quality_rejected: list[tuple[Path, str]]
     people: int | None = None
+    command: str | None = None  # how to reproduce the run
     skipped_pairs: int = 0
     shipped: CalibrationTable | None = None
     bundle_version: str | None = None
@@ -390,10 +393,10 @@ def group_results(vectors: np.ndarray, labels: np.ndarray, groups: dict[str, dic
     attributes = sorted({a for attrs in groups.values() for a in attrs})
     results = []
     for attribute in attributes:
-        values = {groups.get(str(label), {}).get(attribute, "") for label in labels}
-        if all(_is_number(v) for v in values if v):
+        values = {groups.get(str(label), {}).get(attribute, "") for label in labels} - MISSING
+        if all(_is_number(v) for v in values):
             continue
-        for value in sorted(v for v in values if v):
+        for value in sorted(values):
             mask = np.asarray([groups.get(str(label), {}).get(attribute) == value for label in labels])
             genuine, impostor = all_pairs(vectors[mask], labels[mask])
             results.append(GroupResult(attribute, value, len(set(labels[mask])), len(genuine), len(impostor),
@@ -461,7 +464,9 @@ def plot(ev: Evaluation, path: Path) -> None:
             xlabel="false match rate (FMR)", ylabel="false non-match rate (FNMR)",
             title=f"DET: {ev.dataset} ({len(ev.genuine):,} genuine, {len(ev.impostor):,} impostor pairs)")
     det.grid(True, which="both", alpha=0.3)
-    det.legend(loc="lower left", fontsize=8)
+    det.legend(loc="upper right", fontsize=8)
+    det.text(0.02, 0.02, "an FNMR of 0 is drawn on the bottom edge", transform=det.transAxes, fontsize=7,
+             color="grey")
     bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([ev.genuine, ev.impostor])))), 90)
     hist.hist(ev.genuine, bins=bins, density=True, alpha=0.6, label="genuine (same person)")
     hist.hist(ev.impostor, bins=bins, density=True, alpha=0.6, label="impostor (different people)")
@@ -484,6 +489,8 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
     lines += [f"Model `{ev.model_id}` ({ev.backend} backend), signed bundle {ev.bundle_version or 'n/a'};"
               " measured with `facekeeper eval`. Scores are distances between descriptors (smaller = more"
               " alike); a pair is accepted when its distance is at or below the threshold.", ""]
+    if ev.command:
+        lines += [f"Reproduce with: `{ev.command}`", ""]
     lines += ["## Data", "", "| | |", "|---|---|"]
     if ev.mode == "folder":
         lines.append(f"| people | {ev.people} |")

@@ -40,7 +40,8 @@ def run(
 
     with cli.handled():
         bundle = load_trusted_bundle()
-        settings = EngineSettings(backend=cli.state.backend or "dlib", detector=detector)
+        settings = EngineSettings(detector=detector)
+        settings.backend = cli.state.backend or settings.backend
         engine = Engine(settings)
         shipped = bundle.table_for(engine.model_id)
         columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -62,6 +63,10 @@ def run(
             else:
                 raise InvalidInput(f"{data} is neither a folder of people nor a pairs file")
         ev.bundle_version = bundle.version
+        ev.command = " ".join(["facekeeper", f"--backend {settings.backend}", "eval", str(data),
+                               *([f"--images {images}"] if images else []),
+                               *([f"--groups {groups}"] if groups else []),
+                               *([f"--detector {detector}"] if detector != "hog" else [])])
         written = evaluation.write_report(ev, out, with_plot=plot)
         if calibration_out:
             table = evaluation.calibration_table(ev.model_id, f"{ev.dataset}: {ev.people or '?'} people,"

@@ -1,0 +1,156 @@
+"""``facekeeper eval``: the metrics on distances with known answers, pairs files, and a run on real photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facekeeper import evaluation as ev
+from facekeeper.bundle import load_trusted_bundle
+from facekeeper.engine import Engine
+from facekeeper.errors import InvalidInput
+from tests.conftest import LONDON
+
+PEOPLE = ("001", "002", "003", "004", "005", "006")
+
+# 10,000 impostor distances 0.5001 .. 1.5 and 100 genuine ones, 4 of them in the impostor range.
+IMPOSTOR = np.arange(1, 10_001) / 10_000 + 0.5
+GENUINE = np.array([0.2] * 96 + [0.5005, 0.505, 0.7, 0.9])
+
+
+def test_fnmr_at_fmr_uses_the_nth_smallest_impostor_distance() -> None:
+    p2, p3, p4, p5 = (ev.operating_point(GENUINE, IMPOSTOR, f) for f in (1e-2, 1e-3, 1e-4, 1e-5))
+    assert (p2.threshold, p2.false_matches, p2.fnmr) == (pytest.approx(0.51), 100, pytest.approx(0.02))
+    assert (p3.threshold, p3.false_matches, p3.fnmr) == (pytest.approx(0.501), 10, pytest.approx(0.03))
+    assert (p4.threshold, p4.false_matches, p4.fnmr) == (pytest.approx(0.5001), 1, pytest.approx(0.04))
+    assert p5.threshold is None and p5.fnmr is None and p5.impostor_pairs == 10_000  # 1e-5 of 10,000 < 1 pair
+    assert p3.measured_fmr == pytest.approx(1e-3)
+
+
+def test_calibration_points_need_ten_false_matches() -> None:
+    assert [p.target_fmr for p in ev.calibration_points(GENUINE, IMPOSTOR)] == [1e-2, 1e-3]
+    table = ev.calibration_table("m-v1", "synthetic", GENUINE, IMPOSTOR)
+    assert table.points == ((1e-3, 0.501), (1e-2, 0.51)) and table.impostor_pairs == 10_000
+    with pytest.raises(InvalidInput, match="too few impostor pairs"):
+        ev.calibration_table("m-v1", "tiny", GENUINE, IMPOSTOR[:500])
+
+
+def test_equal_error_rate_and_best_accuracy_on_a_known_crossing() -> None:
+    genuine = np.array([0.1, 0.2, 0.3, 0.4, 0.6])
+    impostor = np.array([0.5, 0.7, 0.8, 0.9, 1.0])
+    assert ev.equal_error_rate(genuine, impostor) == (pytest.approx(0.2), pytest.approx(0.5))
+    assert ev.best_accuracy(genuine, impostor) == (pytest.approx(0.9), pytest.approx(0.4))
+    fmr, fnmr = ev.error_rates(genuine, impostor, np.array([0.0, 0.55, 2.0]))
+    assert fmr.tolist() == pytest.approx([0.0, 0.2, 1.0]) and fnmr.tolist() == pytest.approx([1.0, 0.2, 0.0])
+
+
+def test_all_pairs_counts_each_unordered_pair_once() -> None:
+    vecs = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 4.0]])
+    genuine, impostor = ev.all_pairs(vecs, np.array(["a", "a", "b", "b"]))
+    assert sorted(genuine.tolist()) == [1.0, 4.0]
+    assert sorted(impostor.tolist()) == pytest.approx(sorted([3.0, 5.0, np.sqrt(10), np.sqrt(18)]))
+
+
+def test_lfw_pairs_file_with_and_without_header(tmp_path: Path) -> None:
+    text = "2\t2\nAaron\t1\t2\nBo_Li\t3\t10\nAaron\t1\tBo_Li\t2\nCy\t4\tAaron\t3\n"
+    pairs = ev.parse_lfw_pairs(text, tmp_path)
+    assert [p.same for p in pairs] == [True, True, False, False]
+    assert pairs[1].b == tmp_path / "Bo_Li" / "Bo_Li_0010.jpg"
+    assert pairs[3].a == tmp_path / "Cy" / "Cy_0004.jpg"
+    assert len(ev.parse_lfw_pairs("Aaron 1 2\n", tmp_path)) == 1
+    with pytest.raises(InvalidInput, match="line 2"):
+        ev.parse_lfw_pairs("1\nAaron 1\n", tmp_path)
+    (tmp_path / "pairs.txt").write_text(text)
+    assert ev.read_pairs(tmp_path / "pairs.txt", tmp_path / "lfw")[0].a == tmp_path / "lfw" / "Aaron" / "Aaron_0001.jpg"
+
+
+def test_csv_pairs_file_with_and_without_header(tmp_path: Path) -> None:
+    with_header = ev.parse_csv_pairs("a,b,same\nx/1.jpg,x/2.jpg,1\nx/1.jpg,y/1.jpg,0\n", tmp_path)
+    assert [(p.a.name, p.b.name, p.same) for p in with_header] == [("1.jpg", "2.jpg", True), ("1.jpg", "1.jpg", False)]
+    words = ev.parse_csv_pairs("p.jpg, q.jpg, same\np.jpg,r.jpg,different\n", tmp_path)
+    assert [p.same for p in words] == [True, False] and words[0].b == tmp_path / "q.jpg"
+    with pytest.raises(InvalidInput, match="same='maybe'"):
+        ev.parse_csv_pairs("a.jpg,b.jpg,1\na.jpg,c.jpg,maybe\n", tmp_path)
+    with pytest.raises(InvalidInput, match="columns"):
+        ev.parse_csv_pairs("a,b\n", tmp_path)
+    (tmp_path / "pairs.csv").write_text("x/1.jpg,x/2.jpg,1\n")
+    assert ev.read_pairs(tmp_path / "pairs.csv")[0].same
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six London volunteers, two photos each, and one photo without a face."""
+    root = tmp_path_factory.mktemp("people")
+    for person in PEOPLE:
+        shutil.copytree(LONDON / person, root / person)
+    ok, png = cv2.imencode(".png", np.full((200, 200, 3), 90, np.uint8))
+    assert ok
+    (root / "006" / "blank.png").write_bytes(png.tobytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(engine: Engine, people: Path) -> ev.Evaluation:
+    shipped = load_trusted_bundle().table_for(engine.model_id)
+    return ev.evaluate_folder(engine, people, shipped=shipped, groups=ev.read_groups(LONDON / "info.csv"))
+
+
+def test_eval_on_a_labelled_folder_gives_the_known_answers(run: ev.Evaluation) -> None:
+    assert (run.people, run.images, len(run.not_acquired)) == (6, 13, 1)
+    assert run.not_acquired[0][0].name == "blank.png" and run.not_acquired[0][1] == "no-face"
+    assert run.fta_rate == pytest.approx(1 / 13) and run.fte_rate >= run.fta_rate
+    assert (len(run.genuine), len(run.impostor)) == (6, 60)
+    assert run.genuine.max() < 0.44 < run.impostor.min()  # these volunteers are told apart at any FMR
+    s = run.summary()
+    assert s["eer"]["rate"] == 0 and s["best_accuracy"]["accuracy"] == 1
+    assert [p["threshold"] is None for p in s["fnmr_at_fmr"]] == [True, True, True]  # 60 pairs: FMR 1e-2 unmeasurable
+    assert all(row["fnmr"] == 0 and row["fmr"] == 0 for row in s["shipped_thresholds"] if row["target_fmr"] <= 1e-4)
+
+
+def test_eval_breaks_errors_down_by_group(run: ev.Evaluation) -> None:
+    groups = {(g.attribute, g.value): g for g in run.groups}
+    assert not any(a == "face_age" for a, _ in groups)  # numeric: not a group
+    female, male = groups[("face_gender", "female")], groups[("face_gender", "male")]
+    assert (female.people, female.genuine_pairs, female.impostor_pairs) == (4, 4, 24)
+    assert (male.people, male.genuine_pairs, male.impostor_pairs) == (2, 2, 4)
+    assert groups[("face_eth", "white")].people == 4
+
+
+def test_the_report_states_every_number_and_draws_the_det_curve(run: ev.Evaluation, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    md, png = ev.write_report(run, tmp_path / "report.md")
+    text = md.read_text()
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"]({png.name})" in text
+    for needle in ("| genuine comparisons | 6 |", "| impostor comparisons | 60 |", "failure to enrol",
+                   "not measurable", "**EER**: 0.00%", "face_gender=female", "shipped threshold"):
+        assert needle in text
+
+
+def test_eval_on_a_pairs_file(engine: Engine, people: Path) -> None:
+    csv = people.parent / "pairs.csv"
+    csv.write_text("a,b,same\n001/neutral.jpg,001/smiling.jpg,1\n001/neutral.jpg,002/neutral.jpg,0\n"
+                   "003/smiling.jpg,004/smiling.jpg,0\n006/blank.png,006/neutral.jpg,1\n")
+    run = ev.evaluate_pairs(engine, ev.read_pairs(csv, people))
+    assert (len(run.genuine), len(run.impostor), run.skipped_pairs) == (1, 2, 1)
+    assert run.genuine[0] < 0.44 < run.impostor.min()
+
+
+def test_eval_command_writes_the_report(people: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from facekeeper.cli.main import app
+
+    out = tmp_path / "acc.md"
+    result = CliRunner().invoke(app, ["--json", "eval", str(people), "--out", str(out), "--calibration-out",
+                                      str(tmp_path / "table.json"), "--name", "six volunteers"])
+    assert result.exit_code == 2 and "too few impostor pairs" in result.output  # 60 pairs make no table
+    result = CliRunner().invoke(app, ["--json", "eval", str(people), "--out", str(out), "--name", "six volunteers"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["genuine_pairs"] == 6 and data["failure_to_acquire"]["count"] == 1
+    assert out.read_text().startswith("# Accuracy on six volunteers") and out.with_suffix(".png").exists()
