@@ -2,10 +2,16 @@
 
 Each operation takes the images or ids it needs and returns plain result records; interfaces only
 translate. Images are decoded, used and dropped inside a call: nothing here writes pixels anywhere.
+
+Every operation names who asks (an ``Actor``: id, role, tenant; the service's default actor when None)
+and why (a purpose; the configured default when None), and runs as: policy check (role, purpose,
+notice, consent) → work → one audit entry, written in the transaction of the data change when there is
+one. Refusals are audited too. Time comes from ``clock``, so retention can be tested by moving it.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +24,16 @@ from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
 from facekeeper.engine import Engine, Face, pipeline
-from facekeeper.errors import ConfigError, InvalidInput
+from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput
 from facekeeper.gallery.gallery import Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
+from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
+from facekeeper.privacy.audit import ChainReport
+from facekeeper.privacy.core import Operation
+from facekeeper.privacy.credentials import CredentialInfo, Issued
+from facekeeper.privacy.policy import fmr_bucket, require_notice
+from facekeeper.privacy.schema import Clock, system_clock
 
 ImageSource = str | Path | bytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -89,9 +101,19 @@ def face_record(face: Face) -> dict[str, Any]:
             "quality": face.quality.as_dict()}
 
 
+def default_actor() -> Actor:
+    """The local operator: the OS user, as admin (whoever runs the CLI already holds the files and keys)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "local"
+    return Actor(user or "local", "admin")
+
+
 class Service:
     def __init__(self, settings: Settings, key: DeploymentKey, gallery: Gallery,
-                 engine: Engine | None = None, bundle: Bundle | None = None) -> None:
+                 engine: Engine | None = None, bundle: Bundle | None = None, *,
+                 clock: Clock | None = None, actor: Actor | None = None) -> None:
         self.settings = settings
         self.gallery = gallery
         self.engine = engine or Engine(settings.engine, settings.quality, settings.limits)
@@ -99,10 +121,14 @@ class Service:
         self._table: CalibrationTable | None = None
         self.bundle = bundle or load_trusted_bundle()  # refuses to start on unsigned models or thresholds
         self.license = Licensing(settings.data_dir, settings.deployment_id, gallery.store)
+        self.clock = clock or system_clock
+        self.actor = actor or default_actor()
+        self.privacy = Privacy(settings, key, gallery, self.clock)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
-    def init(cls, data_dir: Path, key_dir: Path | None = None, **engine_overrides: Any) -> Service:
+    def init(cls, data_dir: Path, key_dir: Path | None = None, *, clock: Clock | None = None,
+             **engine_overrides: Any) -> Service:
         """Create a deployment: settings, deployment key (0600, outside the data dir) and empty gallery."""
         if (data_dir / config.CONFIG_NAME).exists():
             raise ConfigError(f"a deployment already exists at {data_dir}")
@@ -126,19 +152,21 @@ class Service:
             for path in (settings.gallery_path, settings.config_path):
                 path.unlink(missing_ok=True)
             raise
-        return cls(settings, key, gallery, bundle=bundle)
+        return cls(settings, key, gallery, bundle=bundle, clock=clock)
 
     @classmethod
-    def open(cls, data_dir: Path, *, engine: Engine | None = None, **engine_overrides: Any) -> Service:
+    def open(cls, data_dir: Path, *, engine: Engine | None = None, clock: Clock | None = None,
+             **engine_overrides: Any) -> Service:
         settings = config.load(data_dir)
         for name, value in engine_overrides.items():
             if value is not None:
                 setattr(settings.engine, name, value)
         config.validate(settings)
         key = load_key(settings.key_path)
-        return cls(settings, key, Gallery.open(settings, key), engine)
+        return cls(settings, key, Gallery.open(settings, key), engine, clock=clock)
 
     def close(self) -> None:
+        self.privacy.close()
         self.gallery.close()
 
     def __enter__(self) -> Service:
@@ -154,36 +182,56 @@ class Service:
         return self._table
 
     # -- operations -----------------------------------------------------------------------------
-    def detect(self, image: ImageSource, landmarks: int = 68) -> list[dict[str, Any]]:
-        rgb = self.engine.decode(image)
-        return [face_record(f) for f in self.engine.faces(rgb, landmarks)]
+    def detect(self, image: ImageSource, landmarks: int = 68, *, actor: Actor | None = None) -> list[dict[str, Any]]:
+        with self.privacy.operation(actor or self.actor, "detect"):
+            rgb = self.engine.decode(image)
+            return [face_record(f) for f in self.engine.faces(rgb, landmarks)]
 
-    def enroll(self, images: Sequence[ImageSource], subject_id: str, name: str | None = None) -> EnrollResult:
-        """Enroll one or more photos of one person. All photos must pass, or nothing is stored."""
+    def enroll(self, images: Sequence[ImageSource], subject_id: str, name: str | None = None, *,
+               purpose: str | None = None, actor: Actor | None = None,
+               consent: ConsentForm | None = None) -> EnrollResult:
+        """Enroll one or more photos of one person for a purpose. All photos must pass, or nothing is stored.
+
+        The person needs a live consent for the purpose: recorded beforehand (``grant_consent``) or given
+        here as ``consent`` (collected on the spot), which is recorded first. Nothing is decoded before
+        the consent check passes, and the consent is checked again in the transaction that stores.
+        """
         if not images:
             raise InvalidInput("give at least one photo to enroll")
-        self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
-        faces = [self.engine.single_face(self.engine.decode(img), enrollment=True) for img in images]
-        descriptors = self.engine.embed([f.chip for f in faces])
-        pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name)
+        actor = actor or self.actor
+        if consent is not None:
+            self.grant_consent(subject_id, purpose, consent, actor=actor)
+        with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
+            pseudonym = self.privacy.prepare_enroll(op, subject_id)
+            self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
+            faces = [self.engine.single_face(self.engine.decode(img), enrollment=True) for img in images]
+            descriptors = self.engine.embed([f.chip for f in faces])
+            pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name, pseudonym=pseudonym,
+                                            within=self.privacy.enroll_hook(op))
+        self.privacy.audit.anchor()
         return EnrollResult(subject_id, pseudonym, len(faces), [f.quality.as_dict() for f in faces])
 
     def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None,
-                   workers: int | None = None) -> BulkSummary:
+                   workers: int | None = None, *, purpose: str | None = None, actor: Actor | None = None,
+                   consent: ConsentForm | None = None) -> BulkSummary:
         """Enroll a folder with one sub-folder per person (the folder name is the subject id).
 
         Each photo is judged on its own: a bad photo is skipped with its reason, the others enroll.
         Photos are prepared on ``workers`` processes and embedded in batches across people; each person
-        is still one transaction, so an interrupted run leaves whole subjects or none.
+        is still one transaction, so an interrupted run leaves whole subjects or none. A person without a
+        live consent for the purpose is skipped (``consent-required``) before any photo of theirs is read,
+        unless ``consent`` records the same form for everyone in the folder first.
         """
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder")
+        actor = actor or self.actor
         people = sorted(p for p in root.iterdir() if p.is_dir())
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
+        summary = BulkSummary()
+        jobs = self._consented_jobs(jobs, purpose, actor, consent, summary)
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
         total = sum(len(files) for _, files in jobs)
-        summary = BulkSummary()
         owner = {f: subject_id for subject_id, files in jobs for f in files}
         chips: dict[str, list[np.ndarray]] = {}
         ready: list[str] = []  # subjects whose photos are all prepared, in order
@@ -202,12 +250,35 @@ class Service:
             if progress:
                 progress(done, total)
             if sum(len(chips[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
-                self._enroll_prepared(ready, chips, summary)
+                self._enroll_prepared(ready, chips, summary, purpose, actor)
                 ready = []
         return summary
 
+    def _consented_jobs(self, jobs: list[tuple[str, list[Path]]], purpose: str | None, actor: Actor,
+                        consent: ConsentForm | None, summary: BulkSummary) -> list[tuple[str, list[Path]]]:
+        """The people who may be enrolled for the purpose; the others are reported as skipped, unread."""
+        with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
+            assert op.purpose is not None
+            policy_purpose = op.purpose
+            require_notice(self.settings, policy_purpose)
+            op.audited = True  # each person's enrollment is audited on its own
+        kept = []
+        for subject_id, files in jobs:
+            if not files:
+                continue
+            try:
+                if consent is not None:
+                    self.grant_consent(subject_id, policy_purpose, consent, actor=actor)
+                self.privacy.ledger.require_live(self.privacy.registry.find(subject_id), policy_purpose,
+                                                 self.clock())
+            except FacekeeperError as exc:
+                summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
+                continue
+            kept.append((subject_id, files))
+        return kept
+
     def _enroll_prepared(self, subjects: list[str], chips: dict[str, list[np.ndarray]],
-                         summary: BulkSummary) -> None:
+                         summary: BulkSummary, purpose: str | None, actor: Actor) -> None:
         """Embed several people's chips in one batch, then store each person in a transaction of its own."""
         if not subjects:
             return
@@ -216,59 +287,167 @@ class Service:
         start = 0
         for subject_id in subjects:
             n = len(chips.pop(subject_id))
-            self.gallery.enroll(subject_id, descriptors[start : start + n], self.engine.model_id)
-            summary.enrolled[subject_id] = n
+            try:
+                with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
+                    pseudonym = self.privacy.prepare_enroll(op, subject_id)
+                    self.gallery.enroll(subject_id, descriptors[start : start + n], self.engine.model_id,
+                                        pseudonym=pseudonym, within=self.privacy.enroll_hook(op))
+                summary.enrolled[subject_id] = n
+            except FacekeeperError as exc:  # e.g. consent withdrawn while the photos were prepared
+                summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
             start += n
+        self.privacy.audit.anchor()
 
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
-               subject_id: str | None = None, fmr: float | None = None) -> VerifyResult:
-        """1:1. Against another image, or against an enrolled subject (its best template)."""
+               subject_id: str | None = None, fmr: float | None = None, purpose: str | None = None,
+               actor: Actor | None = None) -> VerifyResult:
+        """1:1. Against another image, or against an enrolled subject (its best template).
+
+        Against a subject, the subject needs a live consent for the purpose, checked before the probe is
+        even decoded. The FMR defaults to the purpose's own (e.g. stricter for payment), then [match].
+        """
         if (reference is None) == (subject_id is None):
             raise InvalidInput("verify needs exactly one of: a second image, or a subject id")
-        self._require("verify")
-        fmr = fmr or self.settings.match.verify_fmr
-        probe_vec = self._descriptor(probe)
-        if reference is not None:
-            distance = float(np.linalg.norm(probe_vec - self._descriptor(reference)))
-            return VerifyResult(decide(self.table, distance, fmr), "image")
-        assert subject_id is not None
-        pseudonym = self.gallery.resolve(subject_id)
-        protected = self.gallery.protect(probe_vec, self.engine.model_id)
-        stored = self.gallery.templates(pseudonym, self.engine.model_id)
-        distance = float(np.linalg.norm(stored - protected, axis=1).min())
-        return VerifyResult(decide(self.table, distance, fmr), "subject")
+        with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
+            self._require("verify")
+            assert op.purpose_settings is not None
+            fmr = fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
+            pseudonym = None
+            if subject_id is not None:
+                pseudonym = self.gallery.resolve(subject_id)
+                self.privacy.matchable(op, pseudonym)
+            probe_vec = self._descriptor(probe)
+            if reference is not None:
+                distance = float(np.linalg.norm(probe_vec - self._descriptor(reference)))
+                result = VerifyResult(decide(self.table, distance, fmr), "image")
+            else:
+                assert pseudonym is not None
+                protected = self.gallery.protect(probe_vec, self.engine.model_id)
+                stored = self.gallery.templates(pseudonym, self.engine.model_id)
+                distance = float(np.linalg.norm(stored - protected, axis=1).min())
+                result = VerifyResult(decide(self.table, distance, fmr), "subject")
+            d = result.decision
+            self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
+                                 {"against": result.against})
+            return result
 
-    def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None) -> IdentifyResult:
-        """1:N. Answers with the nearest subject only when it is within the threshold for the stated FPIR."""
-        self._require("identify")
-        return self.identify_descriptor(self._descriptor(probe), k, fpir)
+    def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
+                 purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
+        """1:N. Answers with the nearest subject only when it is within the threshold for the stated FPIR.
 
-    def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None,
-                            fpir: float | None = None) -> IdentifyResult:
-        self._require("identify")
+        Only subjects with a live consent for the purpose are searched (and counted for the FPIR).
+        """
+        with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
+            self._require("identify")
+            return self._identify(op, self._descriptor(probe), k, fpir)
+
+    def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None, fpir: float | None = None, *,
+                            purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
+        with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
+            self._require("identify")
+            return self._identify(op, descriptor, k, fpir)
+
+    def _identify(self, op: Operation, descriptor: np.ndarray, k: int | None, fpir: float | None) -> IdentifyResult:
         k = k or self.settings.match.top_k
         if k < 1:
             raise InvalidInput("k must be at least 1")
         fpir = fpir or self.settings.match.identify_fpir
-        searched = self.gallery.store.subject_count()
+        assert op.purpose is not None
+        allowed = self.privacy.allowed(op.purpose, op.now)
+        searched = len(allowed)
         fmr = per_comparison_fmr(fpir, searched)
+        everyone = searched == self.gallery.store.subject_count()  # allowed ⊆ enrolled: no filter needed
+        hits = (self.gallery.search(descriptor, self.engine.model_id, k, None if everyone else allowed)
+                if allowed else [])
         candidates = []
-        for c in self.gallery.search(descriptor, self.engine.model_id, k):
+        for c in hits:
             subject_id, name = self.gallery.identity(c.pseudonym)
             candidates.append(IdentifyCandidate(subject_id, name, c.pseudonym, decide(self.table, c.distance, fmr)))
         match = candidates[0] if candidates and candidates[0].decision.match else None
+        best = candidates[0].decision.estimated_fmr if candidates else None
+        self.privacy.matched(op, match.pseudonym if match else None, "match" if match else "unknown",
+                             fmr_bucket(best) if best is not None else None,
+                             {"searched": searched, "candidates": len(candidates)})
         return IdentifyResult(match, candidates, searched, fpir)
 
-    def subjects(self) -> list[SubjectInfo]:
-        return self.gallery.subjects()
+    def subjects(self, *, actor: Actor | None = None) -> list[SubjectInfo]:
+        with self.privacy.operation(actor or self.actor, "subject.list"):
+            return self.gallery.subjects()
 
-    def subject(self, subject_id: str) -> SubjectInfo:
-        return self.gallery.subject(self.gallery.resolve(subject_id))
+    def subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectInfo:
+        with self.privacy.operation(actor or self.actor, "subject.list") as op:
+            op.subject = self.gallery.resolve(subject_id)
+            return self.gallery.subject(op.subject)
 
-    def delete(self, subject_id: str) -> dict[str, Any]:
-        erasure = self.gallery.delete_subject(self.gallery.resolve(subject_id))
-        return {"subject_id": subject_id, "pseudonym": erasure.pseudonym, "templates_erased": erasure.templates,
-                "erased_at": erasure.erased_at}
+    def delete(self, subject_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        """The right to erasure: templates (key destroyed), credentials, consent evidence, the person.
+
+        Returns the signed erasure receipt with a short summary.
+        """
+        receipt = self.privacy.erase(actor or self.actor, subject_id)
+        return {"subject_id": subject_id, "pseudonym": receipt["subject"],
+                "templates_erased": receipt["erased"]["templates"], "erased_at": receipt["erased_at_epoch"],
+                "receipt": receipt}
+
+    # -- privacy operations -----------------------------------------------------------------------
+    def grant_consent(self, subject_id: str, purpose: str | None, form: ConsentForm, *,
+                      actor: Actor | None = None) -> Consent:
+        return self.privacy.grant(actor or self.actor, subject_id, purpose, method=form.method,
+                                  evidence=form.evidence, collected_by=form.collected_by, expires_at=form.expires_at,
+                                  minor=form.minor, guardian=form.guardian)
+
+    def withdraw_consent(self, subject_id: str, purpose: str | None, *, actor: Actor | None = None) -> WithdrawResult:
+        return self.privacy.withdraw(actor or self.actor, subject_id, purpose)
+
+    def consents(self, subject_id: str, *, actor: Actor | None = None) -> list[Consent]:
+        return self.privacy.consents(actor or self.actor, subject_id)
+
+    def sweep(self, *, dry_run: bool = False, actor: Actor | None = None) -> SweepReport:
+        return self.privacy.sweep(actor or self.actor, dry_run=dry_run)
+
+    def verify_audit(self, *, actor: Actor | None = None) -> ChainReport:
+        return self.privacy.verify_audit(actor or self.actor)
+
+    def export_audit(self, since: float | None = None, *, actor: Actor | None = None) -> dict[str, Any]:
+        return self.privacy.export_audit(actor or self.actor, since)
+
+    def export_subject(self, subject_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        return export.subject_access(self.privacy, actor or self.actor, subject_id)
+
+    def issue_credential(self, subject_id: str, purpose: str | None = None, kind: str = "pin", *,
+                         expires_at: float | None = None, actor: Actor | None = None) -> Issued:
+        return self.privacy.issue_credential(actor or self.actor, subject_id, purpose, kind, expires_at)
+
+    def revoke_credential(self, credential_id: str, *, actor: Actor | None = None) -> None:
+        self.privacy.revoke_credential(actor or self.actor, credential_id)
+
+    def check_credential(self, purpose: str | None = None, *, token: str | None = None,
+                         subject_id: str | None = None, pin: str | None = None,
+                         actor: Actor | None = None) -> tuple[str, CredentialInfo]:
+        """The non-face way through the same purpose check: (subject id, credential) or ``CredentialError``."""
+        return self.privacy.check_credential(actor or self.actor, purpose, token=token, subject_id=subject_id,
+                                             pin=pin)
+
+    def compliance_report(self, *, actor: Actor | None = None) -> dict[str, Any]:
+        return compliance.report(self.privacy, actor or self.actor)
+
+    def verify_receipt(self, doc: dict[str, Any], public_key: str | None = None) -> dict[str, Any]:
+        return self.privacy.verify_receipt(doc, public_key)
+
+    @property
+    def receipt_public_key(self) -> str:
+        return self.privacy.signer.public_key
+
+    def set_notice(self, *, actor: Actor | None = None, **fields: str) -> None:
+        """Fill in the privacy notice (controller, contact, retention, rights, version) and save it."""
+        with self.privacy.operation(actor or self.actor, "notice.set") as op:
+            unknown = set(fields) - set(config.NoticeSettings.__dataclass_fields__)
+            if unknown:
+                raise InvalidInput(f"unknown notice field(s): {', '.join(sorted(unknown))}")
+            for name, value in fields.items():
+                setattr(self.settings.notice, name, value)
+            self.settings.save()
+            self.privacy.record(op, "ok", detail={"fields": sorted(fields)})
 
     def _require(self, feature: str, new_subjects: int = 0) -> None:
         """Licensed operations stop here without a valid license; detect, listing and erasure never do."""

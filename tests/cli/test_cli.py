@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from facekeeper.cli.main import app
 from facekeeper.errors import ALL_ERRORS
-from tests.conftest import DATA, london
+from facekeeper.service import Service
+from tests.conftest import DATA, london, ready
 from tests.vendor_fixtures import licensed  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
@@ -24,6 +25,8 @@ def home(tmp_path: Path) -> Path:
     home = tmp_path / "site"
     result = runner.invoke(app, ["--home", str(home), "init", "--key-dir", str(tmp_path / "keys")])
     assert result.exit_code == 0, result.output
+    with Service.open(home) as svc:
+        ready(svc)
     return home
 
 

@@ -23,8 +23,10 @@ from rich.table import Table
 from facekeeper import config
 from facekeeper.cli import evaluate
 from facekeeper.cli import license as license_cli
+from facekeeper.cli import privacy as privacy_cli
 from facekeeper.errors import FacekeeperError
-from facekeeper.service import Service
+from facekeeper.privacy import Actor
+from facekeeper.service import Service, default_actor
 
 app = typer.Typer(help="On-premises face recognition where the faces never leave.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -32,6 +34,15 @@ subjects_app = typer.Typer(help="List, show and delete enrolled subjects.", no_a
 app.add_typer(subjects_app, name="subjects")
 app.add_typer(license_cli.app, name="license")
 app.command("eval")(evaluate.run)
+app.add_typer(privacy_cli.consent_app, name="consent")
+app.add_typer(privacy_cli.audit_app, name="audit")
+app.add_typer(privacy_cli.subject_app, name="subject")
+app.add_typer(privacy_cli.credential_app, name="credential")
+app.add_typer(privacy_cli.compliance_app, name="compliance")
+app.add_typer(privacy_cli.receipt_app, name="receipt")
+app.add_typer(privacy_cli.notice_app, name="notice")
+app.command("sweep")(privacy_cli.sweep)
+subjects_app.command("export")(privacy_cli.subject_export)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -41,6 +52,8 @@ class State:
     home: Path = Path("facekeeper-data")
     json: bool = False
     backend: str | None = None
+    actor: str | None = None
+    role: str = "admin"
 
 
 state = State()
@@ -53,10 +66,14 @@ def main(
     home: HomeOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     backend: Annotated[str | None, typer.Option(help="Embedder runtime: onnx or dlib (overrides config).")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who is acting, for the audit log [the OS user].")] = None,
+    role: Annotated[str, typer.Option(help="admin, operator, device or auditor.")] = "admin",
 ) -> None:
     state.home = config.home_from_env(home)
     state.json = json_out
     state.backend = backend
+    state.actor = actor
+    state.role = role
 
 
 def emit(data: Any, human: Callable[[], None]) -> None:
@@ -83,6 +100,7 @@ def handled() -> Iterator[None]:
 def service() -> Iterator[Service]:
     with handled():
         svc = Service.open(state.home, backend=state.backend)
+        svc.actor = Actor(state.actor or default_actor().id, state.role)
         try:
             yield svc
         finally:
@@ -113,10 +131,13 @@ def enroll(
     paths: Annotated[list[Path], typer.Argument(help="One or more photos of the same person.")],
     subject: Annotated[str, typer.Option("--subject", help="The operator's id for this person.")],
     name: Annotated[str | None, typer.Option(help="Display name (stored encrypted).")] = None,
+    purpose: privacy_cli.PurposeOpt = None,
+    consent: Annotated[str | None, typer.Option(help="Record the consent now: METHOD:REFERENCE.")] = None,
 ) -> None:
-    """Enroll photos of one person. All photos must pass the quality gate, or nothing is stored."""
+    """Enroll photos of one person for a purpose they consented to. All photos pass the gate, or none is kept."""
     with service() as svc:
-        r = svc.enroll(list(paths), subject, name)
+        r = svc.enroll(list(paths), subject, name, purpose=purpose,
+                       consent=privacy_cli.consent_form(consent) if consent else None)
     emit({"subject_id": r.subject_id, "pseudonym": r.pseudonym, "templates_added": r.templates_added,
           "quality": r.quality},
          lambda: out.print(f"Enrolled {r.subject_id} ({r.pseudonym}): {r.templates_added} template(s) stored,"
@@ -127,12 +148,17 @@ def enroll(
 def enroll_dir(
     root: Annotated[Path, typer.Argument(help="A folder with one sub-folder per person.")],
     workers: Annotated[int | None, typer.Option(help="Processes preparing photos [one per core].")] = None,
+    purpose: privacy_cli.PurposeOpt = None,
+    consent: Annotated[str | None, typer.Option(help="Record this consent for everyone: METHOD:REFERENCE.")] = None,
 ) -> None:
-    """Enroll a folder of people (sub-folder name = subject id); bad photos are skipped with a reason."""
+    """Enroll a folder of people (sub-folder name = subject id); bad photos and people without consent are
+    skipped with a reason."""
     columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with service() as svc, Progress(*columns, console=err, disable=state.json) as bar:
         task = bar.add_task("enroll", total=None)
-        summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total), workers)
+        form = privacy_cli.consent_form(consent) if consent else None
+        summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total), workers,
+                                 purpose=purpose, consent=form)
 
     def human() -> None:
         d = summary.to_dict()
@@ -153,10 +179,11 @@ def verify(
     reference: Annotated[Path | None, typer.Argument(help="Second photo (or use --subject).")] = None,
     subject: Annotated[str | None, typer.Option(help="Compare against this enrolled subject.")] = None,
     fmr: Annotated[float | None, typer.Option(help="Target false-match rate, e.g. 1e-4.")] = None,
+    purpose: privacy_cli.PurposeOpt = None,
 ) -> None:
     """1:1: is this the same person as the other photo, or as the enrolled subject?"""
     with service() as svc:
-        r = svc.verify(probe, reference, subject_id=subject, fmr=fmr)
+        r = svc.verify(probe, reference, subject_id=subject, fmr=fmr, purpose=purpose)
     d = r.decision
     emit(r.to_dict(), lambda: out.print(
         f"{'MATCH' if d.match else 'NO MATCH'}: distance {d.distance:.3f} (threshold {d.threshold:.3f} "
@@ -168,10 +195,11 @@ def identify(
     probe: Annotated[Path, typer.Argument(help="Photo to identify.")],
     k: Annotated[int | None, typer.Option("-k", help="How many candidates to show.")] = None,
     fpir: Annotated[float | None, typer.Option(help="Target false-positive identification rate.")] = None,
+    purpose: privacy_cli.PurposeOpt = None,
 ) -> None:
-    """1:N: who is this? Answers "unknown" rather than guess."""
+    """1:N among the people consented for the purpose: who is this? Answers "unknown" rather than guess."""
     with service() as svc:
-        r = svc.identify(probe, k, fpir)
+        r = svc.identify(probe, k, fpir, purpose=purpose)
 
     def human() -> None:
         if r.match:
@@ -229,12 +257,19 @@ def subjects_show(subject_id: Annotated[str, typer.Argument()]) -> None:
 
 
 @subjects_app.command("delete")
-def subjects_delete(subject_id: Annotated[str, typer.Argument()]) -> None:
-    """Erase a subject: its data key is destroyed, so its templates are unreadable even in backups."""
+def subjects_delete(
+    subject_id: Annotated[str, typer.Argument()],
+    receipt: Annotated[Path | None, typer.Option(help="Write the signed erasure receipt to this file.")] = None,
+) -> None:
+    """Erase a subject: its data key is destroyed, so its templates are unreadable even in backups; the
+    person's consents, credentials and key go too. Prints a signed erasure receipt."""
     with service() as svc:
         r = svc.delete(subject_id)
+    if receipt is not None:
+        receipt.write_text(json.dumps(r["receipt"], indent=2) + "\n", encoding="utf-8")
     emit(r, lambda: out.print(f"Erased {subject_id} ({r['pseudonym']}): {r['templates_erased']} template(s);"
-                              " its key is destroyed"))
+                              f" its key is destroyed; receipt: audit #{r['receipt']['audit_seq']}"
+                              + (f", written to {receipt}" if receipt else "")))
 
 
 if __name__ == "__main__":

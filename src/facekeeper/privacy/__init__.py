@@ -4,8 +4,8 @@
 docs/privacy.md.
 """
 
-from facekeeper.privacy.consent import Consent, Guardian
+from facekeeper.privacy.consent import Consent, ConsentForm, Guardian
 from facekeeper.privacy.core import Privacy, SweepReport, WithdrawResult
 from facekeeper.privacy.policy import Actor
 
-__all__ = ["Actor", "Consent", "Guardian", "Privacy", "SweepReport", "WithdrawResult"]
+__all__ = ["Actor", "Consent", "ConsentForm", "Guardian", "Privacy", "SweepReport", "WithdrawResult"]

@@ -36,6 +36,18 @@ class Guardian:
 
 
 @dataclass(frozen=True)
+class ConsentForm:
+    """A consent as collected (kiosk checkbox, signed form): what the operator records for the person."""
+
+    method: str
+    evidence: str  # form number, signature file, checkbox record: a reference, not a copy
+    expires_at: float | None = None  # default: the purpose's maximum retention from now
+    minor: bool = False
+    guardian: Guardian | None = None
+    collected_by: str | None = None  # default: the actor recording it
+
+
+@dataclass(frozen=True)
 class Consent:
     id: str
     pseudonym: str
