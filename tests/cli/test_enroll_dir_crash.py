@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from facekeeper.service import Service
-from tests.conftest import LONDON
-from tests.vendor_fixtures import licensed  # noqa: F401
+from tests.conftest import LONDON, NOTICE
+from tests.vendor_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 
@@ -33,10 +33,11 @@ def test_kill_during_enroll_dir_leaves_a_consistent_gallery(tmp_path: Path) -> N
     for person in sorted(p for p in LONDON.iterdir() if p.is_dir()):
         shutil.copytree(person, people / person.name)
     home, keys = tmp_path / "data", tmp_path / "keys"
-    Service.init(home, keys).close()
+    with Service.init(home, keys) as svc:
+        svc.set_notice(**NOTICE)
     child = subprocess.Popen(
         [sys.executable, "-m", "facekeeper.cli.main", "--home", str(home), "enroll-dir", str(people),
-         "--workers", "2"],
+         "--workers", "2", "--consent", "paper:forms batch 1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while subjects_in(home / "gallery.db") < 3 and child.poll() is None and time.monotonic() < deadline:
