@@ -1,24 +1,30 @@
 """The end-to-end demo behind ``make demo``: real photos of consenting volunteers, start to finish.
 
-It creates a throwaway deployment, enrolls people, verifies and identifies, erases one person, and then
-scans the files on disk to show that no photo and no readable template was ever stored.
+It creates a throwaway deployment, fills in the privacy notice, records consent per purpose, enrolls
+people, verifies and identifies, shows a purpose-bound refusal, a withdrawal, a PIN instead of a face,
+a retention sweep three (simulated) years later, an erasure with its signed receipt, the audit chain
+check, and then scans the files on disk to show that no photo and no readable template was ever stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-from facekeeper.errors import LicenseError
+from facekeeper.errors import ConsentRequired, LicenseError
+from facekeeper.privacy import ConsentForm
 from facekeeper.service import Service
 from facekeeper.vendor.testing import install_demo_license
 
 console = Console(soft_wrap=True)
 PEOPLE = ("001", "002", "003", "004")
+PAYMENT_ONLY = "004"
 STRANGER = "009"
 
 
@@ -35,9 +41,9 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
     files = [p for d in (svc.settings.data_dir, svc.settings.key_dir) for p in d.rglob("*") if p.is_file()]
     disk = b"".join(p.read_bytes() for p in files)
     problems = []
-    for magic, kind in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"WEBP", "WebP")):
-        if magic in disk:
-            problems.append(f"{kind} signature found")
+    disk_scan = svc.compliance_report()["disk_scan"]  # image signatures anywhere, plaintext float runs
+    if not disk_scan["clean"]:
+        problems.append(f"compliance scan: {disk_scan['images'] or ''} {disk_scan['plaintext_vectors'] or ''}")
     for person in people:
         raw = photo(images, person).read_bytes()
         if raw[1000:1064] in disk:
@@ -51,12 +57,23 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
     return problems
 
 
+class DemoClock:
+    """The service's clock, moved forward by the demo to show retention."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def run(images: Path, workdir: Path) -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
     data_dir, key_dir = workdir / "data", workdir / "keys"
     say(f"Creating a deployment: data in {data_dir}, deployment key in {key_dir} (kept apart, mode 0600)")
-    svc = Service.init(data_dir, key_dir)
+    clock = DemoClock()
+    svc = Service.init(data_dir, key_dir, clock=clock)
     try:
         say("Without a license only 'detect' works; installing an offline license (a demo vendor key stands"
             " in for the vendor's, so it is an evaluation license)")
@@ -69,9 +86,28 @@ def run(images: Path, workdir: Path) -> int:
         console.print(f"  installed: {lic.licensee}, {', '.join(lic.features)}, up to {lic.subject_cap} subjects,"
                       f" deployment {lic.deployment_id[:8]}..., status {status.state}")
 
-        say(f"Enrolling {len(PEOPLE)} volunteers from the London set, one photo each")
+        say("Enrolling before the privacy notice is filled in is refused")
+        try:
+            svc.grant_consent("001", "access-control", ConsentForm("paper", "form 2027-001"))
+        except Exception as exc:
+            console.print(f"  refused: {getattr(exc, 'message', exc)}", markup=False)
+        svc.set_notice(version="2027-01", controller="Demo Site Ltd, 1 Example Street", contact="dpo@demo.invalid",
+                       retention="Until you withdraw; erased after 3 years without use; 3 years at most.",
+                       rights="See, withdraw, erase; use a PIN instead of your face at no cost; complain to the"
+                              " data protection authority.")
+        console.print("  notice filled in (controller, contact, retention, rights, version)")
+
+        say("Recording consent per purpose: 001-003 for the door (access-control); 004 only for payment")
         for person in PEOPLE:
-            r = svc.enroll([photo(images, person)], person, name=f"Volunteer {person}")
+            purpose = "payment" if person == PAYMENT_ONLY else "access-control"
+            c = svc.grant_consent(person, purpose, ConsentForm("paper", f"signed form 2027-{person}"))
+            console.print(f"  {person}: consent {c.id} for {c.purpose}, notice {c.notice_version}, collected by "
+                          f"{c.collected_by}")
+
+        say(f"Enrolling {len(PEOPLE)} volunteers from the London set, one photo each, for their purpose")
+        for person in PEOPLE:
+            purpose = "payment" if person == PAYMENT_ONLY else "access-control"
+            r = svc.enroll([photo(images, person)], person, name=f"Volunteer {person}", purpose=purpose)
             q = r.quality[0]
             console.print(f"  {person}: stored 1 protected template as {r.pseudonym} (eye distance "
                           f"{q['eye_distance']:.0f} px, sharpness {q['sharpness']:.0f}); the photo was discarded")
@@ -95,15 +131,61 @@ def run(images: Path, workdir: Path) -> int:
                       f"{r.candidates[0].decision.distance:.3f} away, over the threshold "
                       f"{r.candidates[0].decision.threshold:.3f} for FPIR {r.target_fpir:g}")
 
+        say(f"Purpose-bound: volunteer {PAYMENT_ONLY} consented to payment only, so the door never sees them")
+        r = svc.identify(photo(images, PAYMENT_ONLY, "smiling"), purpose="access-control")
+        console.print(f"  door (access-control): {r.match.subject_id if r.match else 'unknown'} among "
+                      f"{r.searched_subjects} consented subject(s)")
+        r = svc.identify(photo(images, PAYMENT_ONLY, "smiling"), purpose="payment")
+        console.print(f"  till (payment): {r.match.subject_id if r.match else 'unknown'} among "
+                      f"{r.searched_subjects} consented subject(s)")
+        try:
+            svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="access-control")
+        except ConsentRequired as exc:
+            console.print(f"  verify {PAYMENT_ONLY} at the door: refused ({exc.code}), photo never decoded")
+
+        say("Volunteer 002 withdraws consent for access-control: it was the last purpose, so the face is erased")
+        w = svc.withdraw_consent("002", "access-control")
+        assert w.receipt is not None
+        console.print(f"  {w.receipt['erased']['templates']} template(s) erased, key destroyed (audit "
+                      f"#{w.receipt['audit_seq']})")
+        r = svc.identify(photo(images, "002", "smiling"), purpose="access-control")
+        console.print(f"  identifying 002 at the door now: {r.match.subject_id if r.match else 'unknown'}")
+
+        say("Volunteer 005 refuses face recognition and gets a PIN: the same door check, no face involved")
+        issued = svc.issue_credential("005", "access-control", "pin")
+        sid, _credential = svc.check_credential("access-control", subject_id="005", pin=issued.secret)
+        console.print(f"  PIN {issued.secret} (shown once, stored as a scrypt hash): door ACCEPTS {sid}")
+
         say("Listing subjects")
         for s in svc.subjects():
             console.print(f"  {s.subject_id}  {s.name}  {s.pseudonym}  templates={s.templates}")
 
         say("Erasing volunteer 003: destroying the subject's key makes every copy of its template unreadable")
         e = svc.delete("003")
-        console.print(f"  erased {e['templates_erased']} template(s) of {e['pseudonym']}")
+        receipt_path = workdir / "erasure-receipt-003.json"
+        receipt_path.write_text(json.dumps(e["receipt"], indent=2) + "\n")
+        console.print(f"  erased {e['templates_erased']} template(s) of {e['pseudonym']}; signed receipt in "
+                      f"{receipt_path} (audit #{e['receipt']['audit_seq']})")
+        svc.verify_receipt(json.loads(receipt_path.read_text()))
+        console.print(f"  receipt verified against the deployment's public key {svc.receipt_public_key[:16]}...")
         r = svc.identify(photo(images, "003", "smiling"))
         console.print(f"  identifying 003 now: {r.match.subject_id if r.match else 'unknown'}")
+
+        say("Three years pass (simulated clock): consents given for three years expire, the sweep erases what is due")
+        clock.now += 3 * 365.25 * 86400 + 86400
+        plan = svc.sweep(dry_run=True)
+        console.print(f"  dry run: {len(plan.consents_ended)} consent(s) and {len(plan.faces_erased)} face(s) due")
+        sweep = svc.sweep()
+        for c in sweep.consents_ended:
+            console.print(f"  ended {c['purpose']} consent of {c['subject']}: {c['reason']}")
+        for f in sweep.faces_erased:
+            console.print(f"  erased face of {f['subject']} (receipt, audit #{f['audit_seq']})")
+        console.print(f"  a second sweep finds {svc.sweep().total} thing(s) to do (safe to run from cron)")
+
+        say("Checking the audit chain (HMAC-keyed, anchored in the key directory)")
+        chain = svc.verify_audit()
+        console.print(f"  {'intact' if chain.ok else 'BROKEN'}: {chain.entries} entries verified in "
+                      f"{chain.seconds * 1000:.1f} ms")
 
         say("Scanning the deployment's files for photos or readable templates")
         problems = scan_for_leaks(svc, images, PEOPLE)
