@@ -24,7 +24,7 @@ from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
 from facekeeper.engine import Engine, Face, pipeline
-from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput
+from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, ModelMismatch
 from facekeeper.gallery.gallery import Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
@@ -310,8 +310,7 @@ class Service:
             raise InvalidInput("verify needs exactly one of: a second image, or a subject id")
         with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
-            assert op.purpose_settings is not None
-            fmr = fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
+            fmr = self._verify_fmr(op, fmr)
             pseudonym = None
             if subject_id is not None:
                 pseudonym = self.gallery.resolve(subject_id)
@@ -319,17 +318,38 @@ class Service:
             probe_vec = self._descriptor(probe)
             if reference is not None:
                 distance = float(np.linalg.norm(probe_vec - self._descriptor(reference)))
-                result = VerifyResult(decide(self.table, distance, fmr), "image")
-            else:
-                assert pseudonym is not None
-                protected = self.gallery.protect(probe_vec, self.engine.model_id)
-                stored = self.gallery.templates(pseudonym, self.engine.model_id)
-                distance = float(np.linalg.norm(stored - protected, axis=1).min())
-                result = VerifyResult(decide(self.table, distance, fmr), "subject")
-            d = result.decision
-            self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
-                                 {"against": result.against})
-            return result
+                return self._verified(op, None, VerifyResult(decide(self.table, distance, fmr), "image"))
+            assert pseudonym is not None
+            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr))
+
+    def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
+                          fmr: float | None = None, purpose: str | None = None,
+                          actor: Actor | None = None) -> VerifyResult:
+        """1:1 against an enrolled subject for a descriptor made elsewhere: an edge terminal that does not
+        send photos (``model_id`` names the model that made it; a different one is ``ModelMismatch``)."""
+        with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
+            self._require("verify")
+            fmr = self._verify_fmr(op, fmr)
+            probe_vec = self._outside_descriptor(descriptor, model_id)
+            pseudonym = self.gallery.resolve(subject_id)
+            self.privacy.matchable(op, pseudonym)
+            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr))
+
+    def _verify_fmr(self, op: Operation, fmr: float | None) -> float:
+        assert op.purpose_settings is not None
+        return fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
+
+    def _against_subject(self, probe_vec: np.ndarray, pseudonym: str, fmr: float) -> VerifyResult:
+        protected = self.gallery.protect(probe_vec, self.engine.model_id)
+        stored = self.gallery.templates(pseudonym, self.engine.model_id)
+        distance = float(np.linalg.norm(stored - protected, axis=1).min())
+        return VerifyResult(decide(self.table, distance, fmr), "subject")
+
+    def _verified(self, op: Operation, pseudonym: str | None, result: VerifyResult) -> VerifyResult:
+        d = result.decision
+        self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
+                             {"against": result.against})
+        return result
 
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
                  purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
@@ -342,10 +362,13 @@ class Service:
             return self._identify(op, self._descriptor(probe), k, fpir)
 
     def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None, fpir: float | None = None, *,
-                            purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
+                            purpose: str | None = None, actor: Actor | None = None,
+                            model_id: str | None = None) -> IdentifyResult:
+        """1:N for a descriptor made elsewhere (an edge terminal, a benchmark); ``model_id``, when given, must
+        be this engine's."""
         with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
-            return self._identify(op, descriptor, k, fpir)
+            return self._identify(op, self._outside_descriptor(descriptor, model_id), k, fpir)
 
     def _identify(self, op: Operation, descriptor: np.ndarray, k: int | None, fpir: float | None) -> IdentifyResult:
         k = k or self.settings.match.top_k
@@ -452,6 +475,17 @@ class Service:
     def _require(self, feature: str, new_subjects: int = 0) -> None:
         """Licensed operations stop here without a valid license; detect, listing and erasure never do."""
         self.license.require(feature, self.gallery.store.subject_count(), new_subjects)
+
+    def _outside_descriptor(self, descriptor: np.ndarray, model_id: str | None) -> np.ndarray:
+        """A descriptor this service did not make: from this engine's model, the right size, all finite."""
+        if model_id is not None and model_id != self.engine.model_id:
+            raise ModelMismatch(f"the descriptor was made by model {model_id} and this service uses"
+                                f" {self.engine.model_id}: run the same facekeeper release on the terminal",
+                                descriptor_model=model_id, engine_model=self.engine.model_id)
+        vec = np.asarray(descriptor, dtype=np.float32).ravel()
+        if vec.size != self.engine.embedder.dim or not np.isfinite(vec).all():
+            raise InvalidInput(f"a descriptor is {self.engine.embedder.dim} finite numbers")
+        return vec
 
     def _descriptor(self, image: ImageSource) -> np.ndarray:
         face = self.engine.single_face(self.engine.decode(image), enrollment=False)
