@@ -271,10 +271,12 @@ def calibration_table(model_id: str, source: str, genuine: np.ndarray, impostor:
                             tuple(sorted((p.target_fmr, round(float(p.threshold or 0.0), 4)) for p in points)))
 
 
-def det_points(genuine: np.ndarray, impostor: np.ndarray, count: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """(FMR, FNMR) along the DET curve, on thresholds spread evenly over the observed distances."""
-    scores = np.sort(np.concatenate([genuine, impostor]))
-    thresholds = np.unique(scores[np.linspace(0, len(scores) - 1, min(count * 10, len(scores))).astype(int)])
+def det_points(genuine: np.ndarray, impostor: np.ndarray, count: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """(FMR, FNMR) along the DET curve, dense in both tails: thresholds at log-spaced ranks of each side."""
+    imp, gen = np.sort(impostor), np.sort(genuine)
+    imp_ranks = np.unique(np.logspace(0, np.log10(len(imp)), count).astype(int)) - 1
+    gen_ranks = len(gen) - np.unique(np.logspace(0, np.log10(len(gen)), count).astype(int))
+    thresholds = np.unique(np.concatenate([imp[imp_ranks], gen[gen_ranks]]))
     return error_rates(genuine, impostor, thresholds)
 
 
