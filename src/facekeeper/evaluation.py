@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from facekeeper.engine import Engine
-from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, QualityRejected
+from facekeeper.engine import Engine, pipeline
+from facekeeper.errors import ConfigError, InvalidInput
 from facekeeper.matching import CalibrationTable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
@@ -146,11 +146,13 @@ class Embedded:
         return {p: i for i, p in enumerate(self.paths)}
 
 
-def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | None = None) -> Embedded:
-    """The probe path of the product (``single_face(enrollment=False)``), embedded in batches.
+def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | None = None,
+                 workers: int | None = None) -> Embedded:
+    """The probe path of the product (``single_face(enrollment=False)``), on the bulk pipeline.
 
-    A face that is found but fails the enrollment quality gate is still compared (it is a fair probe) and
-    counted for the failure-to-enrol rate.
+    Photos are prepared on ``workers`` processes and embedded in batches. A face that is found but fails
+    the enrollment quality gate is still compared (it is a fair probe) and counted for the failure-to-enrol
+    rate.
     """
     vectors: list[np.ndarray] = []
     kept: list[Path] = []
@@ -162,18 +164,15 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             vectors.append(engine.embed(chips))
             chips.clear()
 
-    for done, photo in enumerate(photos, 1):
-        try:
-            face = engine.single_face(engine.decode(photo), enrollment=False)
-        except FacekeeperError as exc:
-            result.not_acquired.append((photo, exc.code))
+    for done, item in enumerate(pipeline.prepare(engine, photos, enrollment=False, workers=workers), 1):
+        if item.error is not None:
+            result.not_acquired.append((item.path, item.error.code))
         else:
-            try:
-                engine.check_quality(face)
-            except QualityRejected as exc:
-                result.quality_rejected.append((photo, str(exc.details.get("reason", exc.code))))
-            chips.append(face.chip)
-            kept.append(photo)
+            assert item.chip is not None
+            if item.rejected is not None:
+                result.quality_rejected.append((item.path, item.rejected))
+            chips.append(item.chip)
+            kept.append(item.path)
             if len(chips) >= EMBED_CHUNK:
                 flush()
         if progress:

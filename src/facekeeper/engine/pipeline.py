@@ -18,17 +18,22 @@ import numpy as np
 
 from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
 from facekeeper.engine.core import Engine
-from facekeeper.errors import FacekeeperError
+from facekeeper.errors import FacekeeperError, QualityRejected
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """One photo's outcome: an aligned chip and its quality, or the error that stopped it."""
+    """One photo's outcome: an aligned chip and its quality, or the error that stopped it.
+
+    For probes (``enrollment=False``) a face that fails the quality gate still yields its chip, and
+    ``rejected`` names the gate's reason: evaluation counts it as a failure to enrol but still compares it.
+    """
 
     path: Path
     chip: np.ndarray | None
     quality: dict[str, float] | None
     error: FacekeeperError | None
+    rejected: str | None = None
 
 
 _worker_engine: Engine | None = None
@@ -44,7 +49,13 @@ def _prepare_one(engine: Engine, path: Path, enrollment: bool) -> Prepared:
         face = engine.single_face(engine.decode(path), enrollment=enrollment)
     except FacekeeperError as exc:
         return Prepared(path, None, None, exc)
-    return Prepared(path, face.chip, face.quality.as_dict(), None)
+    rejected = None
+    if not enrollment:
+        try:
+            engine.check_quality(face)
+        except QualityRejected as exc:
+            rejected = str(exc.details.get("reason", exc.code))
+    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected)
 
 
 def _prepare_in_worker(job: tuple[Path, bool]) -> Prepared:
