@@ -29,6 +29,7 @@ from facekeeper.privacy import Actor
 from facekeeper.service import Service, default_actor
 
 app = typer.Typer(help="On-premises face recognition where the faces never leave.", no_args_is_help=True,
+                  rich_markup_mode=None,
                   pretty_exceptions_enable=False, add_completion=False)
 subjects_app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
 app.add_typer(subjects_app, name="subjects")
