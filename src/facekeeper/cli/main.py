@@ -24,6 +24,7 @@ from facekeeper import config
 from facekeeper.cli import evaluate
 from facekeeper.cli import license as license_cli
 from facekeeper.cli import privacy as privacy_cli
+from facekeeper.cli import server as server_cli
 from facekeeper.errors import FacekeeperError
 from facekeeper.privacy import Actor
 from facekeeper.service import Service, default_actor
@@ -44,6 +45,7 @@ app.add_typer(privacy_cli.receipt_app, name="receipt")
 app.add_typer(privacy_cli.notice_app, name="notice")
 app.command("sweep")(privacy_cli.sweep)
 subjects_app.command("export")(privacy_cli.subject_export)
+app.add_typer(server_cli.app)  # serve, tenants, keys: the HTTP service
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

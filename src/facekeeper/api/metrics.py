@@ -1,0 +1,101 @@
+"""Prometheus metrics in the text exposition format, kept by hand (a few counters need no dependency).
+
+Labels are chosen from a closed vocabulary: tenant name, the route *template* (``/v1/subjects/{subject_id}``,
+never the path a caller sent, which would carry a subject id), HTTP method and status, and the
+operation. No subject id, name, key id, template or image ever becomes a label. A key sees only its own
+tenant's series; the egress counter is the process's and shown to all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+
+class Metrics:
+    def __init__(self, egress_blocked: Callable[[], int] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, str, str, str], int] = {}
+        self._latency: dict[tuple[str, str], _Histogram] = {}
+        self._faces: dict[tuple[str, str], int] = {}
+        self._limited: dict[str, int] = {}
+        self._egress_blocked = egress_blocked or (lambda: 0)
+
+    def request(self, tenant: str, route: str, method: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (tenant, route, method, str(status))
+            self._requests[key] = self._requests.get(key, 0) + 1
+            self._latency.setdefault((tenant, route), _Histogram()).observe(seconds)
+
+    def faces(self, tenant: str, operation: str, count: int) -> None:
+        """Faces the engine processed for a request (detect: all found; enroll: templates made; 1 otherwise)."""
+        if count <= 0:
+            return
+        with self._lock:
+            self._faces[(tenant, operation)] = self._faces.get((tenant, operation), 0) + count
+
+    def rate_limited(self, tenant: str) -> None:
+        with self._lock:
+            self._limited[tenant] = self._limited.get(tenant, 0) + 1
+
+    def render(self, tenant: str) -> str:
+        """The exposition text for one tenant's series (plus the process-wide egress counter)."""
+        out: list[str] = []
+        with self._lock:
+            out += _header("facekeeper_requests_total", "counter", "HTTP requests answered, by route template and"
+                                                                   " status.")
+            for (t, route, method, status), n in sorted(self._requests.items()):
+                if t == tenant:
+                    labels = _labels(tenant=t, route=route, method=method, status=status)
+                    out.append(f"facekeeper_requests_total{labels} {n}")
+            out += _header("facekeeper_request_duration_seconds", "histogram", "Time to answer a request.")
+            for (t, route), h in sorted(self._latency.items()):
+                if t != tenant:
+                    continue
+                cumulative = 0
+                for bound, count in zip((*BUCKETS, float("inf")), h.counts, strict=True):
+                    cumulative += count
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    out.append(f"facekeeper_request_duration_seconds_bucket{_labels(tenant=t, route=route, le=le)}"
+                               f" {cumulative}")
+                out.append(f"facekeeper_request_duration_seconds_sum{_labels(tenant=t, route=route)} {h.total:.6f}")
+                out.append(f"facekeeper_request_duration_seconds_count{_labels(tenant=t, route=route)} {h.n}")
+            out += _header("facekeeper_faces_processed_total", "counter", "Faces the engine processed, by operation.")
+            for (t, op), n in sorted(self._faces.items()):
+                if t == tenant:
+                    out.append(f"facekeeper_faces_processed_total{_labels(tenant=t, operation=op)} {n}")
+            out += _header("facekeeper_rate_limited_total", "counter", "Requests refused by the per-key rate limit.")
+            if tenant in self._limited:
+                out.append(f"facekeeper_rate_limited_total{_labels(tenant=tenant)} {self._limited[tenant]}")
+        out += _header("facekeeper_egress_blocked_total", "counter",
+                       "Outbound connections the egress guard refused (should stay 0).")
+        out.append(f"facekeeper_egress_blocked_total {self._egress_blocked()}")
+        return "\n".join(out) + "\n"
+
+
+def _header(name: str, kind: str, text: str) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def _labels(**labels: str) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"

@@ -1,0 +1,247 @@
+"""Where ``Service`` calls run: a pool of worker processes, or (tests, small sites) threads in-process.
+
+Face work is CPU-bound and dlib's detector holds the GIL, so threads cannot use a second core; one
+``Service`` per tenant in each of N worker processes can. The API process keeps everything cheap and
+shared (authentication, rate limits, metrics) and hands each call, by ``Service`` method name, to a
+worker; a worker runs one call at a time, so each ``Service`` (its SQLite connections, its index) is
+only ever used by one thread. Workers share a tenant's gallery the way several CLI processes do: through
+the store's change log. Photos cross to a worker as bytes in a pipe and are dropped after the call.
+
+The thread runner does the same with a small pool of ``Service`` instances per tenant in this process:
+a ``Service`` is not shared between threads; each call borrows one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import astuple
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.util import Finalize
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from facekeeper import config, egress
+from facekeeper.api.tenants import Layout
+from facekeeper.config import Settings
+from facekeeper.engine import Engine
+from facekeeper.errors import InvalidInput, ServiceUnavailable
+from facekeeper.privacy import Actor
+from facekeeper.service import Service
+
+EngineFactory = Callable[[Settings], Engine]
+
+
+class Runner(Protocol):
+    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``Service.<method>(*args, **kwargs)`` on the actor's tenant, as that actor."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EngineCache:
+    """One engine (models loaded once) per distinct engine/quality/limit settings in this process."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[Any, ...], Engine] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, settings: Settings) -> Engine:
+        key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = self._engines[key] = Engine(settings.engine, settings.quality, settings.limits)
+            return engine
+
+
+def open_service(layout: Layout, tenant: str, engines: EngineFactory) -> Service:
+    data_dir = layout.require(tenant)
+    return Service.open(data_dir, engine=engines(config.load(data_dir)))
+
+
+def config_stamp(service: Service) -> int:
+    """When the tenant's settings file last changed: a ``notice set`` or a new purpose reopens the Service."""
+    try:
+        return service.settings.config_path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@functools.cache
+def _takes_actor(method: str) -> bool:
+    return "actor" in inspect.signature(getattr(Service, method)).parameters
+
+
+def invoke(service: Service, actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call a public ``Service`` method, always as ``actor`` when the method audits one."""
+    if method.startswith("_") or not callable(getattr(Service, method, None)):
+        raise InvalidInput(f"no service operation {method}")
+    if _takes_actor(method):
+        kwargs = {**kwargs, "actor": actor}
+    return getattr(service, method)(*args, **kwargs)
+
+
+# -- in-process ------------------------------------------------------------------------------------
+class _Pool:
+    def __init__(self, opener: Callable[[], Service], size: int) -> None:
+        self._opener = opener
+        self._idle: list[tuple[Service, int]] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Service]:
+        with self._slots:
+            with self._lock:
+                entry = self._idle.pop() if self._idle else None
+            if entry is not None and config_stamp(entry[0]) != entry[1]:
+                entry[0].close()
+                entry = None
+            if entry is None:
+                svc = self._opener()
+                entry = (svc, config_stamp(svc))
+            try:
+                yield entry[0]
+            finally:
+                with self._lock:
+                    self._idle.append(entry)
+
+    def close(self) -> None:
+        with self._lock:
+            for svc, _ in self._idle:
+                svc.close()
+            self._idle.clear()
+
+
+class ThreadRunner:
+    """``size`` ``Service`` instances per tenant at most, each used by one thread at a time."""
+
+    def __init__(self, layout: Layout, size: int = 2, engines: EngineFactory | None = None) -> None:
+        self.layout = layout
+        self.size = size
+        self._engines = engines or EngineCache()
+        self._pools: dict[str, _Pool] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, tenant: str) -> _Pool:
+        with self._lock:
+            pool = self._pools.get(tenant)
+            if pool is None:
+                self.layout.require(tenant)
+                pool = self._pools[tenant] = _Pool(functools.partial(open_service, self.layout, tenant,
+                                                                     self._engines), self.size)
+            return pool
+
+    def _run(self, actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._pool(actor.tenant).borrow() as svc:
+            return invoke(svc, actor, method, args, kwargs)
+
+    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(self._run, actor, method, args, kwargs))
+
+    def close(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+# -- worker processes ------------------------------------------------------------------------------
+_layout: Layout | None = None
+_services: dict[str, tuple[Service, int]] = {}
+_engines = EngineCache()
+
+
+def _worker_init(root: Path, key_root: Path, env: dict[str, str], guard: dict[str, Any] | None,
+                 blocked: Synchronized[int] | None) -> None:
+    global _layout
+    os.environ.update(env)
+    _layout = Layout(root, key_root)
+    if guard is not None:
+
+        def count(_: egress.Attempt) -> None:
+            if blocked is not None:
+                with blocked.get_lock():
+                    blocked.value += 1
+
+        egress.EgressGuard(on_attempt=count, **guard).install()
+    Finalize(None, _close_services, exitpriority=10)
+
+
+def _close_services() -> None:
+    for svc, _ in _services.values():
+        svc.close()
+    _services.clear()
+
+
+def _worker_call(actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    assert _layout is not None
+    entry = _services.get(actor.tenant)
+    if entry is not None and config_stamp(entry[0]) != entry[1]:
+        entry[0].close()
+        entry = None
+    if entry is None:
+        svc = open_service(_layout, actor.tenant, _engines)
+        entry = _services[actor.tenant] = (svc, config_stamp(svc))
+    return invoke(entry[0], actor, method, args, kwargs)
+
+
+def _warm(_: int) -> int:
+    return os.getpid()
+
+
+class ProcessRunner:
+    """``workers`` processes, started with forkserver (no inherited threads, sockets or SQLite handles).
+
+    A worker that dies mid-call (the kernel's OOM killer, a crash in native code) fails the calls it had
+    with 503 and the pool is rebuilt; the API process and the other tenants carry on.
+    """
+
+    def __init__(self, layout: Layout, workers: int, *, guard: dict[str, Any] | None = None) -> None:
+        self.layout = layout
+        self.workers = workers
+        self._guard = guard
+        self._ctx = mp.get_context("forkserver")
+        self.blocked = self._ctx.Value("i", 0)
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        env = {k: v for k, v in os.environ.items() if k.startswith("FACEKEEPER_")}
+        return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_init,
+                                   initargs=(self.layout.root, self.layout.key_root, env, self._guard,
+                                             self.blocked))
+
+    def warm_up(self) -> set[int]:
+        """Start the worker processes now rather than on the first request; their process ids."""
+        list(self._pool.map(_warm, range(self.workers)))
+        return self.worker_pids()
+
+    def worker_pids(self) -> set[int]:
+        return {p.pid for p in (self._pool._processes or {}).values() if p.pid is not None}
+
+    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.layout.require(actor.tenant)
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, _worker_call, actor, method, args, kwargs)
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = self._new_pool()
+            raise ServiceUnavailable("a worker process stopped during the call: retry") from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

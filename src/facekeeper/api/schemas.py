@@ -1,0 +1,284 @@
+"""The JSON shapes of the API: request bodies and answers. Field names match the CLI's ``--json`` output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from facekeeper.api.keys import ApiKey
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``code`` is the stable ``facekeeper.errors`` code (extra members may follow)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="urn:facekeeper:problem:<code>")
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong and what to do; never an image, template, key or name")
+    code: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+# -- keys ------------------------------------------------------------------------------------------
+class KeyCreate(Strict):
+    role: str = Field(description="admin, operator, device or auditor")
+    purpose: str | None = Field(None, description="the only purpose the key may act for (required for device)")
+    label: str | None = Field(None, max_length=100, description="which gate or team: never a person's name")
+
+
+class ApiKeyInfo(BaseModel):
+    id: str
+    tenant: str
+    role: str
+    purpose: str | None
+    label: str | None
+    created_at: float
+    revoked_at: float | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyInfo:
+        return cls(**key.to_dict())
+
+
+class NewApiKey(BaseModel):
+    key: ApiKeyInfo
+    api_key: str = Field(description="shown once: store it on the client; the service keeps only a hash")
+
+
+# -- images and templates --------------------------------------------------------------------------
+MAX_IMAGES = 10
+
+
+def purpose_field() -> Any:
+    return Field(None, description="why: a declared purpose (required unless the key has its own)")
+
+
+class DetectIn(Strict):
+    image: bytes
+    landmarks: int = Field(68, description="5 or 68 landmark points")
+
+
+class EnrollIn(Strict):
+    images: list[bytes] = Field(min_length=1, max_length=MAX_IMAGES, description="photos of one person")
+    subject_id: str = Field(description="the operator's id for the person (not a name)")
+    name: str | None = Field(None, description="display name, stored sealed")
+    purpose: str | None = purpose_field()
+
+
+class VerifyIn(Strict):
+    image: bytes | None = Field(None, description="the probe photo (or send template)")
+    template: list[float] | None = Field(None, description="edge mode: the probe's descriptor, made on the terminal")
+    model_id: str | None = Field(None, description="edge mode: the model that made the descriptor")
+    reference: bytes | None = Field(None, description="a second photo to compare with (or give subject_id)")
+    subject_id: str | None = None
+    purpose: str | None = purpose_field()
+    fmr: float | None = Field(None, gt=0, lt=1, description="target false-match rate [the purpose's]")
+
+
+class IdentifyIn(Strict):
+    image: bytes | None = Field(None, description="the probe photo (or send template)")
+    template: list[float] | None = Field(None, description="edge mode: the probe's descriptor, made on the terminal")
+    model_id: str | None = Field(None, description="edge mode: the model that made the descriptor")
+    purpose: str | None = purpose_field()
+    k: int | None = Field(None, ge=1, le=50, description="candidates to return")
+    fpir: float | None = Field(None, gt=0, lt=1, description="target false-positive identification rate")
+
+
+class Box(BaseModel):
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+class DetectedFace(BaseModel):
+    box: Box
+    score: float
+    landmarks: list[list[float]]
+    quality: dict[str, float]
+
+
+class Detected(BaseModel):
+    faces: list[DetectedFace]
+
+
+class Enrolled(BaseModel):
+    subject_id: str
+    pseudonym: str
+    templates_added: int
+    quality: list[dict[str, float]]
+
+
+class DecisionOut(BaseModel):
+    match: bool
+    distance: float
+    similarity: float
+    threshold: float
+    target_fmr: float
+    estimated_fmr: float
+    within_calibration: bool
+
+
+class Verified(DecisionOut):
+    against: str
+
+
+class Candidate(DecisionOut):
+    subject_id: str
+    name: str | None
+    pseudonym: str
+
+
+class Identified(BaseModel):
+    match: Candidate | None
+    unknown: bool
+    searched_subjects: int
+    target_fpir: float
+    candidates: list[Candidate]
+
+
+# -- subjects --------------------------------------------------------------------------------------
+class Subject(BaseModel):
+    subject_id: str
+    name: str | None
+    pseudonym: str
+    templates: int
+    created_at: float
+    template_dates: list[float]
+
+
+class Erased(BaseModel):
+    subject_id: str
+    pseudonym: str
+    templates_erased: int
+    erased_at: float
+    receipt: dict[str, Any] = Field(description="the signed erasure receipt")
+
+
+# -- consents --------------------------------------------------------------------------------------
+class GuardianIn(Strict):
+    relationship: str
+    reference: str
+    name: str | None = None
+
+
+class ConsentIn(Strict):
+    subject_id: str
+    purpose: str | None = purpose_field()
+    method: str = Field(description="signature, checkbox or paper")
+    evidence: str = Field(description="a reference to the form or record, not a copy")
+    expires_at: float | None = Field(None, description="epoch seconds [the purpose's maximum retention]")
+    minor: bool = False
+    guardian: GuardianIn | None = None
+    collected_by: str | None = Field(None, description="who collected it [this key]")
+
+
+class ConsentOut(BaseModel):
+    id: str
+    pseudonym: str
+    purpose: str
+    notice_version: str
+    collected_by: str
+    method: str
+    granted_at: float
+    expires_at: float
+    minor: bool
+    ended_at: float | None
+    end_reason: str | None
+    ended_by: str | None
+    status: str
+
+
+class Withdrawn(BaseModel):
+    withdrawn: ConsentOut | None
+    remaining_purposes: list[str]
+    templates_erased: bool
+    receipt: dict[str, Any] | None
+
+
+# -- credentials -----------------------------------------------------------------------------------
+class CredentialIn(Strict):
+    subject_id: str
+    purpose: str | None = purpose_field()
+    kind: str = Field("pin", description="pin (6 digits) or token (for a QR code)")
+    expires_at: float | None = None
+
+
+class CredentialIssued(BaseModel):
+    credential_id: str
+    kind: str
+    purpose: str
+    secret: str = Field(description="shown once: only a hash is kept")
+    expires_at: float | None
+
+
+class CredentialCheckIn(Strict):
+    purpose: str | None = purpose_field()
+    token: str | None = None
+    subject_id: str | None = None
+    pin: str | None = None
+
+
+class CredentialAccepted(BaseModel):
+    accepted: bool
+    subject_id: str
+    credential_id: str
+    purpose: str
+
+
+class CredentialRevoked(BaseModel):
+    revoked: str
+
+
+# -- audit, compliance, receipts, sweep, notice ------------------------------------------------------
+class ChainReportOut(BaseModel):
+    ok: bool
+    entries: int
+    head_seq: int
+    first_bad: int | None
+    problem: str | None
+    anchored_seq: int | None
+    seconds: float
+
+
+class ReceiptCheckIn(Strict):
+    document: dict[str, Any] = Field(description="an erasure receipt or a signed audit export")
+    public_key: str | None = Field(None, description="the signer's public key [this tenant's]")
+
+
+class ReceiptChecked(BaseModel):
+    valid: bool
+    type: str | None
+
+
+class PublicKey(BaseModel):
+    public_key: str
+
+
+class NoticeIn(Strict):
+    version: str | None = None
+    controller: str | None = None
+    contact: str | None = None
+    retention: str | None = None
+    rights: str | None = None
+
+
+def plain(data: Any) -> Any:
+    """Service results as JSON-ready values (dataclasses with ``to_dict``, dicts, lists)."""
+    if hasattr(data, "to_dict"):
+        return data.to_dict()
+    if isinstance(data, dict):
+        return {k: plain(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [plain(v) for v in data]
+    return data

@@ -1,0 +1,45 @@
+"""Edge mode: a terminal that must not send photos computes the descriptor itself and sends only that.
+
+The terminal runs the same engine (and checks the same signed model bundle) as the service, turns the
+camera frame into a 128-number descriptor in its own memory, drops the frame, and sends the descriptor
+with the model id over TLS. The service protects it with the deployment's keyed rotation and searches.
+The terminal holds no deployment secret: a stolen terminal gives its API key (revocable) and nothing that
+opens or links the gallery. Why not a per-device transform: see docs/deployment.md, "Edge mode".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facekeeper.api import schemas
+from facekeeper.bundle import load_trusted_bundle
+from facekeeper.client.client import Client, ImageInput, image_bytes
+from facekeeper.config import EngineSettings
+from facekeeper.engine import Engine
+
+
+class EdgeTerminal:
+    """A gate or till: ``identify(photo)`` and ``verify(photo, subject_id)`` send descriptors, never photos."""
+
+    def __init__(self, client: Client, *, purpose: str | None = None, engine: Engine | None = None) -> None:
+        load_trusted_bundle()  # the terminal runs only the models the vendor signed, like the service
+        self.client = client
+        self.purpose = purpose
+        self.engine = engine or Engine(EngineSettings())
+
+    @property
+    def model_id(self) -> str:
+        return self.engine.model_id
+
+    def descriptor(self, image: ImageInput) -> np.ndarray:
+        """The probe's descriptor, computed here; the decoded pixels are dropped on return."""
+        descriptor, _face = self.engine.template(image_bytes(image))
+        return descriptor
+
+    def identify(self, image: ImageInput, *, k: int | None = None, fpir: float | None = None) -> schemas.Identified:
+        return self.client.identify_template(self.descriptor(image), self.model_id, purpose=self.purpose, k=k,
+                                             fpir=fpir)
+
+    def verify(self, image: ImageInput, subject_id: str, *, fmr: float | None = None) -> schemas.Verified:
+        return self.client.verify_template(self.descriptor(image), self.model_id, subject_id, purpose=self.purpose,
+                                           fmr=fmr)
