@@ -205,7 +205,7 @@ class _Converter:
         self.values: dict[str, _Value] = {}
         self.onnx_nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self.emitted: dict[tuple[_Linear, int], str] = {}
+        self.emitted: dict[_Linear, str] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def emit(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
@@ -225,21 +225,16 @@ class _Converter:
         if value.linear is None:
             return value.name
         lin = value.linear
-        key = (lin, len(value.shape))
-        if key in self.emitted:  # a product read twice (the L2 norm reads its input twice) is emitted once
-            return self.emitted[key]
-        self.emitted[key] = self.emit_linear(lin, len(value.shape))
-        return self.emitted[key]
-
-    def emit_linear(self, lin: _Linear, rank: int) -> str:
+        if lin in self.emitted:  # a product read twice (the L2 norm reads its input twice) is emitted once
+            return self.emitted[lin]
+        if not lin.is_conv and len(value.shape) != 2:
+            raise _fail(f"{where} reads a matrix product as a {len(value.shape)}-D tensor")
         w, b = self.const(lin.weights), self.const(lin.bias.astype(np.float32))
         if lin.is_conv:
-            return self.emit("Conv", [lin.x, w, b], strides=list(lin.strides), pads=list(lin.pads))
-        y = self.emit("Gemm", [lin.x, w, b])
-        return self.emit("Unsqueeze", [y, self.axes(2, 3)]) if rank == 4 else y
-
-    def axes(self, *axes: int) -> str:
-        return self.const(np.array(axes, np.int64))
+            self.emitted[lin] = self.emit("Conv", [lin.x, w, b], strides=list(lin.strides), pads=list(lin.pads))
+        else:
+            self.emitted[lin] = self.emit("Gemm", [lin.x, w, b])
+        return self.emitted[lin]
 
     def constant_of(self, value: _Value, where: str) -> np.ndarray:
         if value.const is None:
@@ -403,10 +398,6 @@ class _Converter:
         x = self.emit("Mul", [x, self.const(np.array(1 / 128, np.float32))])  # exact: a power of two
         return _Value((-1, CROP_SIZE, CROP_SIZE, 3), self.emit("Transpose", [x], perm=[0, 3, 1, 2]))
 
-    def op_Identity(self, node: Any) -> _Value:
-        (x,) = self.inputs(node, 1)
-        return x
-
     def op_Conv2D(self, node: Any) -> _Value:
         x, w = self.inputs(node, 2)
         self.expect_attrs(node, T=_DT_FLOAT, data_format="NHWC")
@@ -432,19 +423,16 @@ class _Converter:
         return _Value((-1, weights.shape[1]), linear=linear)
 
     def per_channel(self, x: _Value, scale: np.ndarray, shift: np.ndarray, node: Any) -> _Value:
-        """``x * scale + shift`` on the last TF axis: folded into a pending linear op, else Mul and Add."""
+        """``x * scale + shift`` on the last TF axis, folded into the conv or product it follows.
+
+        In this graph every bias, block scale and batch norm follows one; anything else is unexpected.
+        """
+        if x.linear is None:
+            raise _fail(f"{node.op} {node.name!r} does not follow a convolution or matrix product")
         channels = x.shape[-1]
         scale = np.broadcast_to(scale, (channels,)).astype(np.float64)
         shift = np.broadcast_to(shift, (channels,)).astype(np.float64)
-        if x.linear is not None:
-            return replace(x, linear=x.linear.scaled(scale, shift))
-        y = self.tensor_name(x, node.name)
-        axes = (channels, 1, 1) if len(x.shape) == 4 else (channels,)
-        if not np.all(scale == 1):
-            y = self.emit("Mul", [y, self.const(scale.astype(np.float32).reshape(axes))])
-        if np.any(shift != 0):
-            y = self.emit("Add", [y, self.const(shift.astype(np.float32).reshape(axes))])
-        return _Value(x.shape, y)
+        return replace(x, linear=x.linear.scaled(scale, shift))
 
     def op_BiasAdd(self, node: Any) -> _Value:
         x, b = self.inputs(node, 2)
@@ -469,12 +457,11 @@ class _Converter:
     def op_Mul(self, node: Any) -> _Value:
         a, b = self.inputs(node, 2)
         self.expect_attrs(node, T=_DT_FLOAT)
-        if a.const is not None or b.const is not None:
-            tensor, constant = (b, a.const) if a.const is not None else (a, b.const)
-            assert constant is not None
-            if constant.size != 1:
-                raise _fail(f"Mul {node.name!r} by a constant of shape {constant.shape}")
-            return self.per_channel(tensor, constant.reshape(1), np.zeros(1), node)
+        for tensor, factor in ((a, b.const), (b, a.const)):
+            if factor is not None:  # the residual blocks' scale: 0.17, 0.1, 0.2
+                if factor.size != 1:
+                    raise _fail(f"Mul {node.name!r} by a constant of shape {factor.shape}")
+                return self.per_channel(tensor, factor.reshape(1), np.zeros(1), node)
         return self.elementwise("Mul", node, a, b)
 
     def op_Add(self, node: Any) -> _Value:
@@ -546,8 +533,6 @@ class _Converter:
         if len(x.shape) == 4 and x.shape[1:3] == (1, 1) and shape == (-1, channels):
             # NCHW (N, C, 1, 1) flattens in the same order as NHWC (N, 1, 1, C).
             return _Value(shape, self.emit("Flatten", [self.tensor_name(x, node.name)]))
-        if len(x.shape) == 2 and shape == (-1, 1, 1, channels):
-            return _Value(shape, self.emit("Unsqueeze", [self.tensor_name(x, node.name), self.axes(2, 3)]))
         raise _fail(f"Reshape {node.name!r} of {x.shape} to {target}")
 
     def op_Square(self, node: Any) -> _Value:
@@ -558,10 +543,10 @@ class _Converter:
     def op_Sum(self, node: Any) -> _Value:
         x, axes_value = self.inputs(node, 2)
         self.expect_attrs(node, T=_DT_FLOAT, keep_dims=True)
-        axes = {int(a) % len(x.shape) for a in self.constant_of(axes_value, node.name).reshape(-1)}
-        if len(x.shape) != 2 or axes != {1}:
+        axes = {int(a) for a in self.constant_of(axes_value, node.name).reshape(-1)}
+        if len(x.shape) != 2 or axes not in ({1}, {-1}):
             raise _fail(f"Sum {node.name!r} over axes {axes} of {x.shape}")
-        y = self.emit("ReduceSum", [self.tensor_name(x, node.name), self.axes(1)])
+        y = self.emit("ReduceSum", [self.tensor_name(x, node.name), self.const(np.array([1], np.int64))])
         return _Value((-1, 1), y)
 
     def op_Maximum(self, node: Any) -> _Value:
@@ -694,13 +679,14 @@ class FaceNetEmbedder:
             )
         self.threads = threads
         self.batch_size = batch_size
-        model = convert_graphdef(data)
+        serialized = convert_graphdef(data).SerializeToString()
+        del data  # 94 MB: let it go before onnxruntime makes its own copy of the weights
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, 512) float32 unit vectors for (N, 160, 160, 3) uint8 RGB crops (or one (160, 160, 3) crop)."""
