@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from facekeeper.api import demo as api_demo
 from facekeeper.errors import ConsentRequired, LicenseError
 from facekeeper.privacy import ConsentForm
 from facekeeper.service import Service
@@ -200,7 +201,8 @@ def main() -> None:
     ap.add_argument("--images", type=Path, default=Path("tests/data"), help="folder holding london/<id>/*.jpg")
     ap.add_argument("--workdir", type=Path, default=Path("demo-deployment"))
     args = ap.parse_args()
-    raise SystemExit(run(args.images, args.workdir))
+    # then the same site as an HTTP service: facekeeper serve on loopback, called with the SDK, stopped
+    raise SystemExit(run(args.images, args.workdir) or api_demo.run(args.images, args.workdir / "service"))
 
 
 if __name__ == "__main__":

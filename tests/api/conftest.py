@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,8 +16,11 @@ from facekeeper.api.app import ServerSettings, create_app
 from facekeeper.api.keys import KeyStore
 from facekeeper.api.runner import ThreadRunner
 from facekeeper.api.tenants import Layout
+from facekeeper.bundle.trust import ENV_EVALUATION_KEY
 from facekeeper.engine import Engine
 from facekeeper.privacy.policy import ROLES
+from facekeeper.service import Service
+from facekeeper.vendor.testing import install_test_license, shared_vendor
 from tests.conftest import ready
 from tests.vendor_fixtures import licensed_fixture  # noqa: F401
 
@@ -56,6 +60,23 @@ def make_root(base: Path, tenants: tuple[str, ...] = TENANTS, people: tuple[str,
             root.tokens[(tenant, role)], root.ids[(tenant, role)] = new.token, new.key.id
     store.close()
     return root
+
+
+@pytest.fixture(scope="module")
+def module_licensed() -> Iterator[None]:
+    """``licensed`` for a module's shared fixtures: deployments created in the module get a license."""
+    with pytest.MonkeyPatch.context() as mp:
+        vendor = shared_vendor()
+        mp.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
+        create = Service.init.__func__  # type: ignore[attr-defined]
+
+        def init(cls: type[Service], *args: Any, **kwargs: Any) -> Service:
+            svc = create(cls, *args, **kwargs)
+            install_test_license(svc, vendor=vendor)
+            return svc
+
+        mp.setattr(Service, "init", classmethod(init))
+        yield
 
 
 @pytest.fixture

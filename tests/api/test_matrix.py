@@ -21,11 +21,9 @@ from facekeeper.api.app import ServerSettings, create_app
 from facekeeper.api.auth import permitted
 from facekeeper.api.runner import ThreadRunner
 from facekeeper.api.tenants import Layout
-from facekeeper.bundle.trust import ENV_EVALUATION_KEY
 from facekeeper.engine import Engine
 from facekeeper.privacy.policy import ROLES
 from facekeeper.service import Service
-from facekeeper.vendor.testing import install_test_license, shared_vendor
 from tests.api.conftest import PURPOSE, Root, make_root
 from tests.conftest import london
 
@@ -108,26 +106,15 @@ def target(route: Route, role: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Ctx]:
-    with pytest.MonkeyPatch.context() as mp:
-        vendor = shared_vendor()
-        mp.setenv(ENV_EVALUATION_KEY, str(vendor.public_path))
-        create = Service.init.__func__  # type: ignore[attr-defined]
-
-        def init(cls: type[Service], *args: Any, **kwargs: Any) -> Service:
-            svc = create(cls, *args, **kwargs)
-            install_test_license(svc, vendor=vendor)
-            return svc
-
-        mp.setattr(Service, "init", classmethod(init))
-        people = (FACE, *(target(r, role) for r in ROUTES if r.name in TARGETED for role in ROLES))
-        root = make_root(tmp_path_factory.mktemp("matrix"), people=people)
-        seed(root.layout, engine)
-        descriptor, _ = engine.template(london("001", "smiling"))
-        runner = ThreadRunner(root.layout, 2, engines=lambda _s: engine)
-        settings = ServerSettings(in_process=True, deny_egress=False, rate=10_000, burst=10_000)
-        with TestClient(create_app(root.layout, settings, runner=runner)) as client:
-            yield Ctx(root, [float(x) for x in descriptor], engine.model_id, client)
+def ctx(tmp_path_factory: pytest.TempPathFactory, module_licensed: None, engine: Engine) -> Iterator[Ctx]:
+    people = (FACE, *(target(r, role) for r in ROUTES if r.name in TARGETED for role in ROLES))
+    root = make_root(tmp_path_factory.mktemp("matrix"), people=people)
+    seed(root.layout, engine)
+    descriptor, _ = engine.template(london("001", "smiling"))
+    runner = ThreadRunner(root.layout, 2, engines=lambda _s: engine)
+    settings = ServerSettings(in_process=True, deny_egress=False, rate=10_000, burst=10_000)
+    with TestClient(create_app(root.layout, settings, runner=runner)) as client:
+        yield Ctx(root, [float(x) for x in descriptor], engine.model_id, client)
 
 
 def seed(layout: Layout, engine: Engine) -> None:

@@ -49,7 +49,7 @@ class ServerSettings:
     port: int = 8740
     workers: int = 0  # processes running face work; 0 = one per CPU core
     in_process: bool = False  # run Service calls in threads of the API process (tests, tiny sites)
-    threads: int = 2  # Service instances per tenant with in_process
+    threads: int = 2  # Service instances per tenant for calls run in the API process (all, with in_process)
     max_body_bytes: int = 16 * 1024 * 1024
     rate: float = 10.0  # requests per second per API key, sustained
     burst: int = 30  # requests a quiet key may send at once
@@ -184,7 +184,7 @@ def make_runner(layout: Layout, settings: ServerSettings) -> Runner:
     if settings.in_process:
         return ThreadRunner(layout, settings.threads)
     guard = {"allow": settings.allow_nets, "log_path": egress.log_path_from_env()} if settings.deny_egress else None
-    return ProcessRunner(layout, settings.effective_workers(), guard=guard)
+    return ProcessRunner(layout, settings.effective_workers(), guard=guard, threads=settings.threads)
 
 
 def create_app(layout: Layout, settings: ServerSettings | None = None, *, runner: Runner | None = None) -> FastAPI:

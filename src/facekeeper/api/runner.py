@@ -1,14 +1,15 @@
-"""Where ``Service`` calls run: a pool of worker processes, or (tests, small sites) threads in-process.
+"""Where ``Service`` calls run: photo work in worker processes, the rest in threads of the API process.
 
 Face work is CPU-bound and dlib's detector holds the GIL, so threads cannot use a second core; one
 ``Service`` per tenant in each of N worker processes can. The API process keeps everything cheap and
-shared (authentication, rate limits, metrics) and hands each call, by ``Service`` method name, to a
-worker; a worker runs one call at a time, so each ``Service`` (its SQLite connections, its index) is
-only ever used by one thread. Workers share a tenant's gallery the way several CLI processes do: through
+shared (authentication, rate limits, metrics) and hands each call that decodes a photo, by ``Service``
+method name, to a worker; a worker runs one call at a time. Calls that take milliseconds (consents,
+erasure, lists, audit, the descriptors of edge terminals) run in the API process instead, so they never
+queue behind photos. Either way a ``Service`` instance (its SQLite connections, its index) is used by
+one thread at a time, and instances share a tenant's gallery the way several CLI processes do: through
 the store's change log. Photos cross to a worker as bytes in a pipe and are dropped after the call.
 
-The thread runner does the same with a small pool of ``Service`` instances per tenant in this process:
-a ``Service`` is not shared between threads; each call borrows one instance.
+``ThreadRunner`` alone (``serve --in-process``, tests) runs everything in threads of one process.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class EngineCache:
     def __init__(self) -> None:
         self._engines: dict[tuple[Any, ...], Engine] = {}
         self._lock = threading.Lock()
+
+    def warm(self, layout: Layout) -> None:
+        """Load the models every tenant's engine needs now, so no request waits for them."""
+        for tenant in layout.tenants():
+            engine = self(config.load(layout.data_dir(tenant)))
+            _models = (engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68))
 
     def __call__(self, settings: Settings) -> Engine:
         key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
@@ -178,6 +185,7 @@ def _worker_init(root: Path, key_root: Path, env: dict[str, str], guard: dict[st
 
         egress.EgressGuard(on_attempt=count, **guard).install()
     Finalize(None, _close_services, exitpriority=10)
+    _engines.warm(_layout)
 
 
 def _close_services() -> None:
@@ -202,14 +210,22 @@ def _warm(_: int) -> int:
     return os.getpid()
 
 
+# Calls that decode photos: seconds of CPU each. Everything else (consents, erasure, lists, audit, and the
+# descriptors edge terminals send) takes milliseconds and must not queue behind them.
+IMAGE_CALLS = frozenset({"detect", "enroll", "verify", "identify", "enroll_dir"})
+
+
 class ProcessRunner:
-    """``workers`` processes, started with forkserver (no inherited threads, sockets or SQLite handles).
+    """Photo work in ``workers`` processes (forkserver: no inherited threads, sockets or SQLite handles);
+    the light calls in a ``ThreadRunner`` of this process, so a gate sending a descriptor or an operator
+    erasing someone does not wait behind a queue of photos.
 
     A worker that dies mid-call (the kernel's OOM killer, a crash in native code) fails the calls it had
     with 503 and the pool is rebuilt; the API process and the other tenants carry on.
     """
 
-    def __init__(self, layout: Layout, workers: int, *, guard: dict[str, Any] | None = None) -> None:
+    def __init__(self, layout: Layout, workers: int, *, guard: dict[str, Any] | None = None,
+                 threads: int = 2) -> None:
         self.layout = layout
         self.workers = workers
         self._guard = guard
@@ -217,6 +233,7 @@ class ProcessRunner:
         self.blocked = self._ctx.Value("i", 0)
         self._lock = threading.Lock()
         self._pool = self._new_pool()
+        self._light = ThreadRunner(layout, threads)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         env = {k: v for k, v in os.environ.items() if k.startswith("FACEKEEPER_")}
@@ -225,7 +242,8 @@ class ProcessRunner:
                                              self.blocked))
 
     def warm_up(self) -> set[int]:
-        """Start the worker processes now rather than on the first request; their process ids."""
+        """Start the worker processes (each loads the models as it starts) now rather than on the first
+        request; their process ids."""
         list(self._pool.map(_warm, range(self.workers)))
         return self.worker_pids()
 
@@ -233,6 +251,8 @@ class ProcessRunner:
         return {p.pid for p in (self._pool._processes or {}).values() if p.pid is not None}
 
     async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method not in IMAGE_CALLS:
+            return await self._light.call(actor, method, *args, **kwargs)
         self.layout.require(actor.tenant)
         pool = self._pool
         try:
@@ -245,3 +265,4 @@ class ProcessRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._light.close()

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 from pydantic import BaseModel
 
 from facekeeper.api import schemas
@@ -53,6 +54,11 @@ def _segment(value: str) -> str:
     return quote(value, safe="").replace(".", "%2E")
 
 
+def _floats(template: Sequence[float]) -> list[float]:
+    """A descriptor as the shortest decimals that give back the same float32 values (half the bytes)."""
+    return [float(str(np.float32(x))) for x in template]
+
+
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
@@ -60,8 +66,8 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 class Client:
     """A connection to one facekeeper service with one API key.
 
-    ``verify`` is httpx's TLS setting: True (system CAs), a CA bundle path for a site's own CA, or an
-    ``ssl.SSLContext`` (client certificates for mutual TLS).
+    ``verify`` is httpx's TLS setting: True (system CAs) or an ``ssl.SSLContext``, e.g.
+    ``ssl.create_default_context(cafile=<the site's CA>)``, with ``load_cert_chain`` for mutual TLS.
     """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, verify: Any = True,
@@ -139,14 +145,14 @@ class Client:
                         purpose: str | None = None, fmr: float | None = None) -> schemas.Verified:
         """Edge mode: a descriptor made on the terminal, against an enrolled subject."""
         return self._model(schemas.Verified, "POST", "/verify", json=_drop_none({
-            "template": [float(x) for x in template], "model_id": model_id, "subject_id": subject_id,
+            "template": _floats(template), "model_id": model_id, "subject_id": subject_id,
             "purpose": purpose, "fmr": fmr}))
 
     def identify_template(self, template: Sequence[float], model_id: str, *, purpose: str | None = None,
                           k: int | None = None, fpir: float | None = None) -> schemas.Identified:
         """Edge mode: 1:N for a descriptor made on the terminal."""
         return self._model(schemas.Identified, "POST", "/identify", json=_drop_none({
-            "template": [float(x) for x in template], "model_id": model_id, "purpose": purpose, "k": k,
+            "template": _floats(template), "model_id": model_id, "purpose": purpose, "k": k,
             "fpir": fpir}))
 
     # -- subjects -------------------------------------------------------------------------------
