@@ -175,3 +175,14 @@ def test_service_refusals_are_in_the_tenants_audit_chain(ctx: Ctx) -> None:
     assert any(e["action"] == "sweep" and e["role"] == "device" and e["tenant"] == "acme" for e in refused)
     assert all(e["actor"].startswith("ak_") for e in export["entries"] if e["role"] != "admin")
     assert json.dumps(export).count(FACE_NAME) == 0
+
+
+def test_a_device_key_acts_only_for_its_own_purpose(ctx: Ctx) -> None:
+    gate = ctx.root.auth("acme", "device")
+    body = {"template": ctx.template, "model_id": ctx.model_id}
+    r = ctx.client.post("/v1/identify", headers=gate, json={**body, "purpose": "payment"})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden" and r.json()["purpose"] == "payment"
+    implied = ctx.client.post("/v1/identify", headers=gate, json=body)
+    assert implied.status_code == 200 and implied.json()["match"]["subject_id"] == FACE
+    operator = ctx.client.post("/v1/identify", headers=ctx.root.auth("acme", "operator"), json=body)
+    assert operator.status_code == 422 and operator.json()["code"] == "invalid-input"  # must say why

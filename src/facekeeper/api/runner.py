@@ -58,11 +58,13 @@ class EngineCache:
         self._engines: dict[tuple[Any, ...], Engine] = {}
         self._lock = threading.Lock()
 
-    def warm(self, layout: Layout) -> None:
-        """Load the models every tenant's engine needs now, so no request waits for them."""
+    def warm(self, layout: Layout, *, photos: bool = True) -> None:
+        """Load the models every tenant's engine needs now, so no request waits for them (without
+        ``photos``, only the embedder, which names the model that descriptors are checked against)."""
         for tenant in layout.tenants():
             engine = self(config.load(layout.data_dir(tenant)))
-            _models = (engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68))
+            _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
+                       else (engine.embedder,))
 
     def __call__(self, settings: Settings) -> Engine:
         key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
@@ -233,7 +235,8 @@ class ProcessRunner:
         self.blocked = self._ctx.Value("i", 0)
         self._lock = threading.Lock()
         self._pool = self._new_pool()
-        self._light = ThreadRunner(layout, threads)
+        self._engines = EngineCache()
+        self._light = ThreadRunner(layout, threads, self._engines)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         env = {k: v for k, v in os.environ.items() if k.startswith("FACEKEEPER_")}
@@ -243,8 +246,9 @@ class ProcessRunner:
 
     def warm_up(self) -> set[int]:
         """Start the worker processes (each loads the models as it starts) now rather than on the first
-        request; their process ids."""
+        request, and load the embedder here for the light calls; the workers' process ids."""
         list(self._pool.map(_warm, range(self.workers)))
+        self._engines.warm(self.layout, photos=False)
         return self.worker_pids()
 
     def worker_pids(self) -> set[int]:
