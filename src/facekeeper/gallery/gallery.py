@@ -350,16 +350,18 @@ class Gallery:
             dim = dim or (self._index.dim if self._index else 128)
             index = self._new_index(dim)
             seq = self.store.last_change()
+            # gathered first and added in one call, so the lists are fitted once, to the full size
+            ids: list[int] = []
+            vecs: list[np.ndarray] = []
             for rows in self.store.iter_templates():
                 keys = self.keystore.get_many(sorted({r.pseudonym for r in rows}))
-                ids, vecs = [], []
                 for r in rows:
                     dek = keys.get(r.pseudonym)
                     if dek is not None:
                         ids.append(r.id)
                         vecs.append(self._open_template(dek, r))
-                if ids:
-                    index.add(np.asarray(ids, np.int64), np.stack(vecs))
+            if ids:
+                index.add(np.asarray(ids, np.int64), np.stack(vecs))
             self._index, self._seq = index, seq
             self.refresh()
             self.save_index()

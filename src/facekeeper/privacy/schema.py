@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS consents (
 );
 CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents(purpose, ended_at, expires_at);
 CREATE INDEX IF NOT EXISTS consents_by_subject ON consents(pseudonym);
+-- live(pseudonym, purpose) runs on every enroll and 1:1 check; without it SQLite scans by purpose
+CREATE INDEX IF NOT EXISTS consents_by_subject_purpose ON consents(pseudonym, purpose, granted_at);
 CREATE TABLE IF NOT EXISTS usage (           -- the last enrollment or successful match, per purpose
     pseudonym TEXT NOT NULL,
     purpose TEXT NOT NULL,
