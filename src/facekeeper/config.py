@@ -32,6 +32,8 @@ class EngineSettings:
     detector: str = "hog"  # "hog" or "cnn" (dlib mmod; seconds per image on a CPU)
     upsample: int = 1  # detector upsampling of the working copy; finds faces half the size per step
     detect_max_side: int = 800  # detection runs on a copy no larger than this; landmarks use full size
+    # quick pass: first look only for faces at least this fraction of the shorter side (0 = always thorough)
+    quick_face: float = 0.25
     landmarks: int = 5  # 5 or 68 point model used for alignment
     batch_size: int = 16
     workers: int = 0  # 0 = one per CPU core
@@ -295,6 +297,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("engine.landmarks must be 5 or 68")
     if not 0 <= eng.upsample <= 3:
         raise ConfigError("engine.upsample must be between 0 and 3")
+    if not 0 <= eng.quick_face <= 1:
+        raise ConfigError("engine.quick_face must be between 0 (off) and 1 (a fraction of the shorter side)")
     if eng.batch_size < 1 or eng.workers < 0 or eng.onnx_threads < 1:
         raise ConfigError("engine.batch_size and engine.onnx_threads must be >= 1, engine.workers >= 0")
     for name in ("verify_fmr", "identify_fpir"):

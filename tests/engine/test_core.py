@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeeper.engine import Engine
+from facekeeper.config import EngineSettings
+from facekeeper.engine import Engine, detect
 from facekeeper.engine import quality as q
 from facekeeper.errors import MultipleFaces, NoFace, QualityRejected
 from tests.conftest import DATA, london
@@ -104,9 +105,43 @@ def test_probe_uses_a_clearly_dominant_face(engine: Engine) -> None:
     canvas = np.full((900, 900, 3), 200, np.uint8)
     canvas[:600, :600] = rgb
     canvas[650:800, 700:850] = cv2.resize(engine.decode(london("005")), (150, 150))
-    assert len(engine.detect(canvas)) == 2
+    assert len(engine.detect(canvas, every_face=True)) == 2
     face = engine.single_face(canvas, enrollment=False)
     assert face.box[0] < 600
+
+
+def _with_small_face(engine: Engine, big: bool) -> np.ndarray:
+    """A 900 px canvas with a 150 px face (1/6 of the side, under quick_face) and optionally a 600 px photo."""
+    canvas = np.full((900, 900, 3), 200, np.uint8)
+    if big:
+        canvas[:600, :600] = engine.decode(london("004"))
+    canvas[650:800, 700:850] = cv2.resize(engine.decode(london("005")), (150, 150))
+    return canvas
+
+
+def test_quick_pass_sees_the_person_in_front_and_not_a_small_face_behind(engine: Engine) -> None:
+    canvas = _with_small_face(engine, big=True)
+    quick = engine.detect(canvas)
+    assert len(quick) == 1 and quick[0].box[2] < 600
+    assert engine.single_face(canvas, enrollment=True).box[0] < 600
+
+
+def test_without_the_quick_pass_enrollment_refuses_a_small_face_behind() -> None:
+    thorough = Engine(EngineSettings(quick_face=0.0))
+    with pytest.raises(MultipleFaces):
+        thorough.single_face(_with_small_face(thorough, big=True), enrollment=True)
+
+
+def test_a_face_too_small_for_the_quick_pass_is_found_by_the_thorough_one(engine: Engine) -> None:
+    canvas = _with_small_face(engine, big=False)
+    found = engine.detect(canvas)
+    assert len(found) == 1 and 680 < found[0].box[0] < found[0].box[2] < 870
+
+
+def test_quick_pass_copy_is_sized_for_the_smallest_face_it_looks_for() -> None:
+    assert detect.quick_side(np.zeros((600, 600, 3), np.uint8), 0.25, 800) == 360  # 150 px faces -> 90 px
+    assert detect.quick_side(np.zeros((200, 180, 3), np.uint8), 0.25, 800) == 200  # never enlarged
+    assert detect.quick_side(np.zeros((3000, 2000, 3), np.uint8), 0.1, 800) == 800  # never over max side
 
 
 def test_same_person_is_close_and_different_people_are_far(engine: Engine) -> None:

@@ -85,10 +85,16 @@ class Engine:
             source, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels
         )
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """All faces, largest first, boxes in full-resolution pixels."""
+    def detect(self, rgb: np.ndarray, *, every_face: bool = False) -> list[Detection]:
+        """Faces largest first, boxes in full-resolution pixels.
+
+        By default the quick pass answers when it finds a face, so faces much smaller than the largest may
+        be left out; that is what enrollment and probes want (the person in front of the camera) and what
+        makes them fast. ``every_face`` always runs the thorough pass, for callers who asked for all faces.
+        """
         return detect_faces(
-            self.detector, rgb, upsample=self.settings.upsample, max_side=self.settings.detect_max_side
+            self.detector, rgb, upsample=self.settings.upsample, max_side=self.settings.detect_max_side,
+            quick_face=0.0 if every_face else self.settings.quick_face,
         )
 
     def analyze(self, rgb: np.ndarray, detection: Detection, landmarks: int | None = None) -> Face:
@@ -104,7 +110,7 @@ class Engine:
         return Face(detection, points, face_chip, quality.measure(points68, face_chip))
 
     def faces(self, rgb: np.ndarray, landmarks: int | None = None) -> list[Face]:
-        return [self.analyze(rgb, d, landmarks) for d in self.detect(rgb)]
+        return [self.analyze(rgb, d, landmarks) for d in self.detect(rgb, every_face=True)]
 
     def single_face(self, rgb: np.ndarray, *, enrollment: bool) -> Face:
         """The one face to use. Enrollment needs exactly one face and passes the quality gate.
