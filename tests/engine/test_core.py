@@ -139,7 +139,7 @@ def test_a_face_too_small_for_the_quick_pass_is_found_by_the_thorough_one(engine
 
 
 def test_quick_pass_copy_is_sized_for_the_smallest_face_it_looks_for() -> None:
-    assert detect.quick_side(np.zeros((600, 600, 3), np.uint8), 0.25, 800) == 360  # 150 px faces -> 90 px
+    assert detect.quick_side(np.zeros((600, 600, 3), np.uint8), 0.25, 800) == 320  # 150 px faces -> 80 px
     assert detect.quick_side(np.zeros((200, 180, 3), np.uint8), 0.25, 800) == 200  # never enlarged
     assert detect.quick_side(np.zeros((3000, 2000, 3), np.uint8), 0.1, 800) == 800  # never over max side
 

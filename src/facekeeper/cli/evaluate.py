@@ -31,6 +31,9 @@ def run(
                                                      "name), for a per-group breakdown.")] = None,
     name: Annotated[str | None, typer.Option(help="How the report names the data [folder or file name].")] = None,
     detector: Annotated[str, typer.Option(help="hog or cnn.")] = "hog",
+    quick_face: Annotated[float | None, typer.Option(help="Quick detection pass for faces of at least this "
+                                                          "fraction of the shorter side; 0 = thorough only "
+                                                          "[engine default].")] = None,
     calibration_out: Annotated[Path | None, typer.Option(help="Also write a calibration table (the "
                                                               "data/calibration.json structure).")] = None,
     plot: Annotated[bool, typer.Option(help="Draw the DET curve and distributions (needs matplotlib).")] = True,
@@ -41,6 +44,10 @@ def run(
     with cli.handled():
         bundle = load_trusted_bundle()
         settings = EngineSettings(detector=detector)
+        if quick_face is not None:
+            if not 0 <= quick_face <= 1:
+                raise InvalidInput("--quick-face is a fraction of the shorter side, between 0 and 1")
+            settings.quick_face = quick_face
         settings.backend = cli.state.backend or settings.backend
         engine = Engine(settings)
         shipped = bundle.table_for(engine.model_id)
@@ -66,7 +73,8 @@ def run(
         ev.command = " ".join(["facekeeper", f"--backend {settings.backend}", "eval", str(data),
                                *([f"--images {images}"] if images else []),
                                *([f"--groups {groups}"] if groups else []),
-                               *([f"--detector {detector}"] if detector != "hog" else [])])
+                               *([f"--detector {detector}"] if detector != "hog" else []),
+                               *([f"--quick-face {quick_face}"] if quick_face is not None else [])])
         written = evaluation.write_report(ev, out, with_plot=plot)
         if calibration_out:
             table = evaluation.calibration_table(ev.model_id, f"{ev.dataset}: {ev.people or '?'} people,"
