@@ -73,6 +73,28 @@ class LimitSettings:
     max_image_pixels: int = 40_000_000
 
 
+@dataclass
+class CalibrationSettings:
+    """Site self-calibration (``facekeeper calibrate``): the most pairs one subject takes part in."""
+
+    partners: int = 100  # each subject is compared with its successors on a keyed ring (2x this many others)
+    per_partner: int = 16  # template pairs per pair of subjects
+    genuine: int = 32  # pairs of one subject's own templates
+
+
+@dataclass
+class FederationSettings:
+    """Federated calibration (``facekeeper federate join``): privacy loss per round and per year, and the
+    per-subject pair caps the noise is scaled to (see docs/federation.md)."""
+
+    round_epsilon: float = 1.0
+    yearly_epsilon: float = 4.0  # rounds are refused once the last 365 days spent this much
+    partners: int = 8
+    per_partner: int = 4
+    genuine: int = 6
+    flower_bin: str = ""  # folder holding flower-supernode; "" = env FACEKEEPER_FLOWER_BIN, then PATH
+
+
 OPERATIONS = ("enroll", "verify", "identify")
 BUILTIN_PURPOSES: dict[str, str] = {
     "access-control": "Opening doors and gates for people who chose face access instead of a badge or PIN.",
@@ -140,6 +162,8 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     purposes: dict[str, PurposeSettings] = field(default_factory=default_purposes)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    federation: FederationSettings = field(default_factory=FederationSettings)
 
     @property
     def gallery_path(self) -> Path:
@@ -168,7 +192,8 @@ class Settings:
             f'deployment_id = "{self.deployment_id}"',
             f'key_dir = "{self.key_dir}"',
         ]
-        for section in ("engine", "quality", "match", "index", "limits", "privacy", "notice"):
+        for section in ("engine", "quality", "match", "index", "limits", "privacy", "notice", "calibration",
+                        "federation"):
             lines.append(f"\n[{section}]")
             for name, value in dataclasses.asdict(getattr(self, section)).items():
                 lines.append(f"{name} = {_toml_value(value)}")
@@ -233,7 +258,7 @@ def load(data_dir: Path) -> Settings:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     sections = {"engine": EngineSettings, "quality": QualitySettings, "match": MatchSettings,
                 "index": IndexSettings, "limits": LimitSettings, "privacy": PrivacySettings,
-                "notice": NoticeSettings}
+                "notice": NoticeSettings, "calibration": CalibrationSettings, "federation": FederationSettings}
     top_known = {"deployment_id", "key_dir", "purposes", *sections}
     unknown = set(raw) - top_known
     if unknown:
@@ -288,6 +313,11 @@ def validate_privacy(settings: Settings) -> None:
 
 def validate(settings: Settings) -> None:
     validate_privacy(settings)
+    cal, fed = settings.calibration, settings.federation
+    if min(cal.partners, cal.per_partner, fed.partners, fed.per_partner) < 1 or min(cal.genuine, fed.genuine) < 0:
+        raise ConfigError("calibration and federation: partners and per_partner must be >= 1, genuine >= 0")
+    if not 0 < fed.round_epsilon <= fed.yearly_epsilon:
+        raise ConfigError("federation.round_epsilon must be positive and at most federation.yearly_epsilon")
     eng = settings.engine
     if eng.backend not in ("onnx", "dlib"):
         raise ConfigError(f"engine.backend must be 'onnx' or 'dlib', not {eng.backend!r}")

@@ -158,6 +158,30 @@ class CredentialError(FacekeeperError):
     http_status = 403
 
 
+class CalibrationRefused(FacekeeperError):
+    """Too few subjects or pairs to support the requested false-match rate: the rule is in the message."""
+
+    code = "calibration-refused"
+    exit_code = 46
+    http_status = 409
+
+
+class PrivacyBudgetSpent(FacekeeperError):
+    """A federated round would spend more privacy loss (epsilon) than the yearly budget has left."""
+
+    code = "privacy-budget-spent"
+    exit_code = 47
+    http_status = 409
+
+
+class FederationError(FacekeeperError):
+    """A federated round did not complete (Flower missing, SuperLink unreachable, round halted)."""
+
+    code = "federation-failed"
+    exit_code = 48
+    http_status = 502
+
+
 class AuthError(FacekeeperError):
     code = "unauthorized"
     exit_code = 50

@@ -25,6 +25,8 @@ from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
 from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, ModelMismatch
+from facekeeper.federation.calibrate import SiteCalibration
+from facekeeper.federation.modes import site_modes
 from facekeeper.gallery.gallery import Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
@@ -124,6 +126,7 @@ class Service:
         self.clock = clock or system_clock
         self.actor = actor or default_actor()
         self.privacy = Privacy(settings, key, gallery, self.clock)
+        self._calibration: SiteCalibration | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -177,9 +180,20 @@ class Service:
 
     @property
     def table(self) -> CalibrationTable:
+        adopted = self.calibration.adopted(self.engine.model_id)  # the site's own table, once adopted
+        if adopted is not None:
+            return adopted
         if self._table is None:
             self._table = self.bundle.table_for(self.engine.model_id)
         return self._table
+
+    @property
+    def calibration(self) -> SiteCalibration:
+        """The site's own thresholds: measure, adopt, revert (``facekeeper.federation.calibrate``)."""
+        if self._calibration is None:
+            self._calibration = SiteCalibration(self.settings, self._key, self.gallery, self.privacy, self.bundle,
+                                                site_modes(self.engine.model_id, self.bundle))
+        return self._calibration
 
     # -- operations -----------------------------------------------------------------------------
     def detect(self, image: ImageSource, landmarks: int = 68, *, actor: Actor | None = None) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facekeeper import config
+from facekeeper.cli import calibrate as calibrate_cli
 from facekeeper.cli import evaluate
 from facekeeper.cli import license as license_cli
 from facekeeper.cli import privacy as privacy_cli
@@ -46,6 +47,7 @@ app.add_typer(privacy_cli.notice_app, name="notice")
 app.command("sweep")(privacy_cli.sweep)
 subjects_app.command("export")(privacy_cli.subject_export)
 app.add_typer(server_cli.app)  # serve, tenants, keys: the HTTP service
+app.add_typer(calibrate_cli.app, name="calibrate")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
