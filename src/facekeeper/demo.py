@@ -19,6 +19,7 @@ from rich.console import Console
 
 from facekeeper.api import demo as api_demo
 from facekeeper.errors import ConsentRequired, LicenseError
+from facekeeper.fusion import FACENET_MODEL_ID
 from facekeeper.privacy import ConsentForm
 from facekeeper.service import Service
 from facekeeper.vendor.testing import install_demo_license
@@ -49,8 +50,11 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
         raw = photo(images, person).read_bytes()
         if raw[1000:1064] in disk:
             problems.append(f"bytes of {person}'s photo found")
-        descriptor = svc.engine.template(photo(images, person))[0]
-        for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id)):
+        face = svc.engine.single_face(svc.engine.decode(photo(images, person)), enrollment=False, accurate=True)
+        descriptor = svc.engine.embed([face.chip])[0]
+        facenet = svc.engine.embed_facenet([face.facenet_crop])[0]
+        for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id), facenet,
+                    svc.gallery.protect(facenet, FACENET_MODEL_ID)):
             if np.asarray(vec, "<f4").tobytes()[:32] in disk:
                 problems.append(f"a plaintext template of {person} found")
     console.print(f"  scanned {len(files)} file(s), {len(disk):,} bytes: "
@@ -139,6 +143,18 @@ def run(images: Path, workdir: Path) -> int:
         r = svc.identify(photo(images, PAYMENT_ONLY, "smiling"), purpose="payment")
         console.print(f"  till (payment): {r.match.subject_id if r.match else 'unknown'} among "
                       f"{r.searched_subjects} consented subject(s)")
+
+        say(f"At the till, payment runs in {svc.settings.purposes['payment'].mode} mode (dlib + FaceNet fused);"
+            f" {PAYMENT_ONLY} was enrolled for it, so both templates were stored")
+        v = svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="payment")
+        d = v.decision
+        console.print(f"  {PAYMENT_ONLY} pays: {'MATCH' if d.match else 'NO MATCH'} in {d.mode} mode, score "
+                      f"{d.distance:.2f} vs threshold {d.threshold:.2f} at FMR {d.target_fmr:g}"
+                      + (f" ({v.note})" if v.note else ""))
+        r = svc.identify(photo(images, STRANGER, "smiling"), purpose="payment")
+        console.print(f"  a stranger ({STRANGER}) at the till: {r.match.subject_id if r.match else 'unknown'} in"
+                      f" {r.mode} mode at FPIR {r.target_fpir:g} (FMR {r.target_fmr:.2g} per comparison among"
+                      f" {r.searched_subjects})" + (f" ({r.note})" if r.note else ""))
         try:
             svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="access-control")
         except ConsentRequired as exc:

@@ -8,6 +8,9 @@ distributions, FNMR at fixed FMRs (only where the number of impostor comparisons
 the EER, the accuracy at the best threshold, a DET curve, and how the thresholds shipped in the signed
 bundle behave on this population, per demographic group when a CSV of attributes is given.
 ``bench/calibrate.py`` builds the shipped calibration table from the same functions.
+
+With a fusion calibration the same photos are also scored in accurate mode (dlib + FaceNet, z-normalised
+and summed; ``facekeeper.fusion``), and the report puts both modes side by side on the same pairs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from facekeeper.engine import Engine, pipeline
 from facekeeper.errors import ConfigError, InvalidInput
+from facekeeper.fusion import FusionCalibration
 from facekeeper.matching import CalibrationTable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
@@ -141,13 +145,14 @@ class Embedded:
     paths: list[Path]
     not_acquired: list[tuple[Path, str]] = field(default_factory=list)  # no usable face: (photo, error code)
     quality_rejected: list[tuple[Path, str]] = field(default_factory=list)  # usable, but not enrollable
+    facenet: np.ndarray | None = None  # (n, 512) FaceNet descriptors of the same photos, accurate mode only
 
     def index(self) -> dict[Path, int]:
         return {p: i for i, p in enumerate(self.paths)}
 
 
 def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | None = None,
-                 workers: int | None = None) -> Embedded:
+                 workers: int | None = None, accurate: bool = False) -> Embedded:
     """The probe path of the product (``single_face(enrollment=False)``), on the bulk pipeline.
 
     Photos are prepared on ``workers`` processes and embedded in batches. A face that is found but fails
@@ -155,16 +160,22 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
     rate.
     """
     vectors: list[np.ndarray] = []
+    side: list[np.ndarray] = []
     kept: list[Path] = []
     chips: list[np.ndarray] = []
+    crops: list[np.ndarray] = []
     result = Embedded(np.zeros((0, 0), np.float32), [])
 
     def flush() -> None:
         if chips:
             vectors.append(engine.embed(chips))
             chips.clear()
+        if crops:
+            side.append(engine.embed_facenet(crops))
+            crops.clear()
 
-    for done, item in enumerate(pipeline.prepare(engine, photos, enrollment=False, workers=workers), 1):
+    prepared = pipeline.prepare(engine, photos, enrollment=False, workers=workers, accurate=accurate)
+    for done, item in enumerate(prepared, 1):
         if item.error is not None:
             result.not_acquired.append((item.path, item.error.code))
         else:
@@ -172,6 +183,8 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             if item.rejected is not None:
                 result.quality_rejected.append((item.path, item.rejected))
             chips.append(item.chip)
+            if item.crop is not None:
+                crops.append(item.crop)
             kept.append(item.path)
             if len(chips) >= EMBED_CHUNK:
                 flush()
@@ -179,6 +192,8 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             progress(done, len(photos))
     flush()
     result.vectors = np.concatenate(vectors) if vectors else np.zeros((0, 128), np.float32)
+    if accurate:
+        result.facenet = np.concatenate(side) if side else np.zeros((0, 512), np.float32)
     result.paths = kept
     return result
 
@@ -196,6 +211,29 @@ def all_pairs(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     if not genuine:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(genuine), np.concatenate(impostor)
+
+
+def fused_pairs(dlib: np.ndarray, facenet: np.ndarray, labels: np.ndarray,
+                fusion: FusionCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor fused scores of every pair, as ``all_pairs`` orders them."""
+    fn = np.asarray(facenet, np.float64)
+    if fusion.centre is not None:
+        fn = fn - fusion.centre
+        fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+    dg, di = all_pairs(dlib, labels)
+    fg, fi = all_pairs(fn, labels)
+    return fusion.score(dg, fg), fusion.score(di, fi)
+
+
+def wilson_interval(errors: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a rate. Pairs that share photos are not independent, so it is optimistic."""
+    if trials == 0:
+        return (math.nan, math.nan)
+    p = errors / trials
+    den = 1 + z * z / trials
+    mid = (p + z * z / (2 * trials)) / den
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def error_rates(genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +347,7 @@ class Evaluation:
     shipped: CalibrationTable | None = None
     bundle_version: str | None = None
     groups: list[GroupResult] = field(default_factory=list)
+    accurate: Evaluation | None = None  # the same photos scored in accurate mode (fused), when asked
 
     @property
     def fta_rate(self) -> float:
@@ -349,6 +388,7 @@ class Evaluation:
                         "genuine_pairs": g.genuine_pairs, "impostor_pairs": g.impostor_pairs,
                         "at_shipped": [{"target_fmr": f, "threshold": t, "fnmr": fnmr, "fmr": fmr}
                                        for f, t, fnmr, fmr in g.at_shipped]} for g in self.groups],
+            **({"accurate": self.accurate.summary()} if self.accurate else {}),
         }
 
 
@@ -373,24 +413,41 @@ def shipped_rates(table: CalibrationTable, genuine: np.ndarray,
 
 def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | None = None,
                     groups: dict[str, dict[str, str]] | None = None, progress: Progress | None = None,
-                    dataset: str | None = None) -> Evaluation:
-    """Every photo against every other: genuine pairs within a person, impostor pairs across people."""
+                    dataset: str | None = None, fusion: FusionCalibration | None = None) -> Evaluation:
+    """Every photo against every other: genuine pairs within a person, impostor pairs across people.
+
+    With ``fusion`` the photos are embedded by both models and ``accurate`` holds the fused evaluation of
+    the very same pairs (one detection per photo feeds both, so failures to acquire are shared).
+    """
     samples = labelled_folder(root)
     label_of = dict(samples)
-    emb = embed_photos(engine, [p for p, _ in samples], progress)
+    emb = embed_photos(engine, [p for p, _ in samples], progress, accurate=fusion is not None)
     labels = np.asarray([label_of[p] for p in emb.paths])
     genuine, impostor = all_pairs(emb.vectors, labels)
+    people = len({label for _, label in samples})
     ev = Evaluation(dataset or root.name, "folder", engine.model_id, engine.settings.backend, len(samples),
-                    genuine, impostor, emb.not_acquired, emb.quality_rejected,
-                    people=len({label for _, label in samples}), shipped=shipped)
+                    genuine, impostor, emb.not_acquired, emb.quality_rejected, people=people, shipped=shipped)
     if groups and shipped:
         ev.groups = group_results(emb.vectors, labels, groups, shipped)
+    if fusion is not None:
+        assert emb.facenet is not None
+        fused = fused_pairs(emb.vectors, emb.facenet, labels, fusion)
+        ev.accurate = Evaluation(ev.dataset, "folder", fusion.table.model_id, engine.settings.backend, len(samples),
+                                 *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table)
+        if groups:
+            facenet = emb.facenet
+            ev.accurate.groups = group_results(emb.vectors, labels, groups, fusion.table,
+                                               lambda m: fused_pairs(emb.vectors[m], facenet[m], labels[m], fusion))
     return ev
 
 
 def group_results(vectors: np.ndarray, labels: np.ndarray, groups: dict[str, dict[str, str]],
-                  shipped: CalibrationTable) -> list[GroupResult]:
-    """Per attribute value (numeric attributes such as age are skipped), pairs within the group only."""
+                  shipped: CalibrationTable,
+                  pairs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> list[GroupResult]:
+    """Per attribute value (numeric attributes such as age are skipped), pairs within the group only.
+
+    ``pairs(mask)`` scores the pairs of the masked photos (default: distances of ``vectors``).
+    """
     attributes = sorted({a for attrs in groups.values() for a in attrs})
     results = []
     for attribute in attributes:
@@ -399,7 +456,7 @@ def group_results(vectors: np.ndarray, labels: np.ndarray, groups: dict[str, dic
             continue
         for value in sorted(values):
             mask = np.asarray([groups.get(str(label), {}).get(attribute) == value for label in labels])
-            genuine, impostor = all_pairs(vectors[mask], labels[mask])
+            genuine, impostor = pairs(mask) if pairs else all_pairs(vectors[mask], labels[mask])
             results.append(GroupResult(attribute, value, len(set(labels[mask])), len(genuine), len(impostor),
                                        tuple(shipped_rates(shipped, genuine, impostor))))
     return results
@@ -453,7 +510,12 @@ def plot(ev: Evaluation, path: Path) -> None:
     fig, (det, hist) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     fmr, fnmr = det_points(ev.genuine, ev.impostor)
     floor_fmr, floor_fnmr = 0.5 / max(len(ev.impostor), 1), 0.5 / max(len(ev.genuine), 1)
-    det.plot(np.maximum(fmr, floor_fmr), np.maximum(fnmr, floor_fnmr), lw=1.8, label=ev.model_id)
+    det.plot(np.maximum(fmr, floor_fmr), np.maximum(fnmr, floor_fnmr), lw=1.8,
+             label=f"fast: {ev.model_id}" if ev.accurate else ev.model_id)
+    if ev.accurate is not None and len(ev.accurate.genuine) and len(ev.accurate.impostor):
+        afmr, afnmr = det_points(ev.accurate.genuine, ev.accurate.impostor)
+        det.plot(np.maximum(afmr, floor_fmr), np.maximum(afnmr, floor_fnmr), lw=1.8, color="C2",
+                 label="accurate: dlib + FaceNet fused")
     for p in ev.operating_points():
         if p.fnmr is not None and p.measured_fmr is not None:
             det.plot(max(p.measured_fmr, floor_fmr), max(p.fnmr, floor_fnmr), "o", color="C3")
@@ -553,10 +615,53 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
             lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
                          f" {cells} |")
         lines.append("")
+    if ev.accurate is not None:
+        lines += side_by_side(ev, ev.accurate)
     if image_name:
         lines += ["## DET curve and distributions", "", f"![DET curve and distance distributions]({image_name})",
                   ""]
     return "\n".join(lines)
+
+
+def side_by_side(fast: Evaluation, accurate: Evaluation) -> list[str]:
+    """Fast and accurate mode on the same pairs: FNMR at each FMR with its interval, EER, shipped thresholds."""
+    lines = ["## Fast and accurate side by side", "",
+             f"The same {len(fast.genuine):,} genuine and {len(fast.impostor):,} impostor pairs, scored by dlib"
+             " alone (fast) and by the fused dlib + FaceNet score (accurate). Thresholds are measured on this data;"
+             " brackets are 95% Wilson intervals over genuine pairs (pairs share photos, so they are optimistic).",
+             "", "| target FMR | fast FNMR [95% CI] | accurate FNMR [95% CI] | impostor pairs accepted"
+             " (fast / accurate) |", "|---|---|---|---|"]
+    for pf, pa in zip(fast.operating_points(), accurate.operating_points(), strict=True):
+        if pf.threshold is None or pa.threshold is None:
+            lines.append(f"| {pf.target_fmr:g} | not measurable with {pf.impostor_pairs:,} impostor pairs | | |")
+            continue
+        cells = []
+        for ev, p in ((fast, pf), (accurate, pa)):
+            errors = int(np.sum(ev.genuine > p.threshold))
+            lo, hi = wilson_interval(errors, len(ev.genuine))
+            cells.append(f"{_pct(p.fnmr)} [{_pct(lo)}, {_pct(hi)}]")
+        lines.append(f"| {pf.target_fmr:g} | {cells[0]} | {cells[1]} | {pf.false_matches:,} / {pa.false_matches:,} |")
+    both = len(fast.genuine) and len(fast.impostor)
+    if both:
+        ef, ea = equal_error_rate(fast.genuine, fast.impostor)[0], equal_error_rate(accurate.genuine,
+                                                                                      accurate.impostor)[0]
+        lines += ["", f"EER: fast {_pct(ef)}, accurate {_pct(ea)}."]
+    if accurate.shipped:
+        lines += ["", f"Accurate mode's shipped thresholds (fused score; {accurate.shipped.source}):", "",
+                  "| target FMR | shipped threshold | FMR here | FNMR here |", "|---|---|---|---|"]
+        for fmr, threshold, fnmr, measured in accurate.at_shipped():
+            lines.append(f"| {fmr:g} | {threshold:.4f} | {_rate(measured)} | {_pct(fnmr)} |")
+    if accurate.groups:
+        fmrs = [f for f, _ in accurate.shipped.points] if accurate.shipped else []
+        lines += ["", "Accurate mode per group, at its shipped thresholds:", "",
+                  "| group | people | genuine pairs | impostor pairs | "
+                  + " | ".join(f"FNMR / FMR at {f:g}" for f in fmrs) + " |",
+                  "|---|---|---|---|" + "---|" * len(fmrs)]
+        for g in accurate.groups:
+            cells = " | ".join(f"{_pct(fnmr, 1)} / {_rate(fmr)}" for _, _, fnmr, fmr in g.at_shipped)
+            lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
+                         f" {cells} |")
+    return [*lines, ""]
 
 
 def write_report(ev: Evaluation, path: Path, *, with_plot: bool = True) -> list[Path]:

@@ -88,6 +88,9 @@ def similarity(distance: float) -> float:
 
 @dataclass(frozen=True)
 class Decision:
+    """A decision and the rate it was made at. ``distance`` is the score compared with ``threshold``: the dlib
+    distance in ``fast`` mode, the fused z-score in ``accurate`` mode (both lower = more alike)."""
+
     match: bool
     distance: float
     similarity: float
@@ -95,18 +98,23 @@ class Decision:
     target_fmr: float  # per-comparison FMR the threshold was set for
     estimated_fmr: float  # the table's FMR at this distance: how often a stranger gets this close
     within_calibration: bool
+    mode: str = "fast"  # which models decided: "fast" (dlib) or "accurate" (dlib + FaceNet fused)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"match": self.match, "distance": round(self.distance, 4), "similarity": self.similarity,
+        return {"match": self.match, "mode": self.mode, "distance": round(self.distance, 4),
+                "similarity": self.similarity,
                 "threshold": round(self.threshold, 4), "target_fmr": self.target_fmr,
                 "estimated_fmr": float(f"{self.estimated_fmr:.3g}"),
                 "within_calibration": self.within_calibration}
 
 
-def decide(table: CalibrationTable, distance: float, fmr: float) -> Decision:
+def decide(table: CalibrationTable, distance: float, fmr: float, *, mode: str = "fast",
+           shown_similarity: float | None = None) -> Decision:
+    """Match when ``distance`` is within the table's threshold for ``fmr``. ``shown_similarity`` overrides the
+    0..1 figure for people (a fused score is no distance; accurate mode shows dlib's)."""
     threshold, within = table.threshold(fmr)
-    return Decision(distance <= threshold, distance, similarity(distance), threshold, fmr,
-                    table.fmr_at(distance), within)
+    shown = similarity(distance) if shown_similarity is None else shown_similarity
+    return Decision(distance <= threshold, distance, shown, threshold, fmr, table.fmr_at(distance), within, mode)
 
 
 def per_comparison_fmr(fpir: float, gallery_size: int) -> float:

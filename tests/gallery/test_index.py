@@ -83,5 +83,16 @@ def test_snapshot_round_trip_keeps_the_refitted_lists(tmp_path: Path) -> None:
     assert loaded is not None
     again, seq = loaded
     assert seq == 42 and again.size == 5_000 and again.nlist == index.nlist == 4_000 // POINTS_PER_LIST
+    assert again.trained_for == index.trained_for == 4_000
     assert again.search(vectors[123], 1)[0][0] == 123
     assert VectorIndex.load(path, bytes(32), b"ctx", exact_below=1_000, nlist=512, nprobe=32, dim=DIM) is None
+
+
+def test_lists_are_retrained_as_the_gallery_grows_past_their_maximum_number() -> None:
+    vectors = clustered(4_000, 7)
+    index = VectorIndex(DIM, exact_below=500, nlist=16, nprobe=16)
+    for start in range(0, len(vectors), 100):
+        index.add(np.arange(start, start + 100), vectors[start:start + 100])
+        assert index.nlist <= 16
+    assert index.nlist == 16  # reached at 1000 templates
+    assert index.trained_for == 4_000  # yet retrained at 2000 and 4000: centroids follow the data

@@ -62,9 +62,18 @@ class EngineCache:
         """Load the models every tenant's engine needs now, so no request waits for them (without
         ``photos``, only the embedder, which names the model that descriptors are checked against)."""
         for tenant in layout.tenants():
-            engine = self(config.load(layout.data_dir(tenant)))
+            settings = config.load(layout.data_dir(tenant))
+            engine = self(settings)
             _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
                        else (engine.embedder,))
+            if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
+                _facenet = engine.facenet  # accurate-mode purposes: the second model, loaded before requests too
+
+    @staticmethod
+    def _fusion_signed() -> bool:
+        from facekeeper.bundle import load_trusted_bundle
+
+        return load_trusted_bundle().fusion is not None
 
     def __call__(self, settings: Settings) -> Engine:
         key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))

@@ -121,6 +121,7 @@ class Enrolled(BaseModel):
 
 class DecisionOut(BaseModel):
     match: bool
+    mode: str  # "fast" (dlib) or "accurate" (dlib + FaceNet fused): which models decided
     distance: float
     similarity: float
     threshold: float
@@ -131,6 +132,7 @@ class DecisionOut(BaseModel):
 
 class Verified(DecisionOut):
     against: str
+    note: str | None = None  # why the mode is not the purpose's (e.g. the subject has no FaceNet template)
 
 
 class Candidate(DecisionOut):
@@ -142,8 +144,11 @@ class Candidate(DecisionOut):
 class Identified(BaseModel):
     match: Candidate | None
     unknown: bool
+    mode: str
     searched_subjects: int
     target_fpir: float
+    target_fmr: float  # per comparison: target_fpir / searched_subjects
+    note: str | None = None
     candidates: list[Candidate]
 
 

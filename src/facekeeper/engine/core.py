@@ -2,13 +2,17 @@
 
 Models load lazily, once, on first use, so ``facekeeper detect`` never pays for the ResNet and tests can
 build an engine for free. Everything here is numpy in, numpy out: no storage, no logging of pixels.
+
+Accurate mode adds FaceNet on the same detection: dlib's chip comes from the landmarks, FaceNet's crop from
+the box (each model's own crop rule), so one photo costs one detection and two embeddings.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +22,10 @@ from facekeeper.engine.detect import CnnDetector, Detection, Detector, HogDetect
 from facekeeper.engine.embed import DlibEmbedder, Embedder
 from facekeeper.engine.landmarks import Landmarker, shape_to_array
 from facekeeper.errors import MultipleFaces, NoFace, QualityRejected
+
+if TYPE_CHECKING:  # both import onnx and protobuf: loaded only when accurate mode first runs
+    from facekeeper.engine.facenet import FaceNetEmbedder
+    from facekeeper.engine.mtcnn import MtcnnDetector
 
 # A probe (verify/identify) with several faces uses the largest when it is this many times the area of
 # the next; a bystander far behind the person at the gate must not make the gate fail.
@@ -32,6 +40,7 @@ class Face:
     landmarks: np.ndarray
     chip: np.ndarray = field(repr=False)
     quality: quality.QualityReport
+    facenet_crop: np.ndarray | None = field(default=None, repr=False)  # (160, 160, 3), accurate mode only
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -54,6 +63,8 @@ class Engine:
         self.limits = limits or LimitSettings()
         self._embedder = embedder
         self._detector: Detector | None = None
+        self._facenet: FaceNetEmbedder | None = None
+        self._mtcnn: MtcnnDetector | None = None
         self._landmarkers: dict[int, Landmarker] = {}
         self._lock = threading.Lock()
 
@@ -78,6 +89,25 @@ class Engine:
             if self._embedder is None:
                 self._embedder = make_embedder(self.settings)
             return self._embedder
+
+    @property
+    def facenet(self) -> FaceNetEmbedder:
+        with self._lock:
+            if self._facenet is None:
+                from facekeeper.engine.facenet import FaceNetEmbedder
+
+                self._facenet = FaceNetEmbedder(threads=self.settings.onnx_threads,
+                                                batch_size=self.settings.batch_size)
+            return self._facenet
+
+    @property
+    def mtcnn(self) -> MtcnnDetector:
+        with self._lock:
+            if self._mtcnn is None:
+                from facekeeper.engine.mtcnn import MtcnnDetector
+
+                self._mtcnn = MtcnnDetector(threads=self.settings.onnx_threads)
+            return self._mtcnn
 
     # -- pipeline steps ---------------------------------------------------------------------------
     def decode(self, source: str | Path | bytes) -> np.ndarray:
@@ -112,22 +142,54 @@ class Engine:
     def faces(self, rgb: np.ndarray, landmarks: int | None = None) -> list[Face]:
         return [self.analyze(rgb, d, landmarks) for d in self.detect(rgb, every_face=True)]
 
-    def single_face(self, rgb: np.ndarray, *, enrollment: bool) -> Face:
+    def single_face(self, rgb: np.ndarray, *, enrollment: bool, accurate: bool = False) -> Face:
         """The one face to use. Enrollment needs exactly one face and passes the quality gate.
 
-        A probe tolerates smaller faces in the background when one face clearly dominates.
+        A probe with several faces uses ``face_choice``: the largest when it clearly dominates (else
+        ``MultipleFaces``), or the one nearest the image centre. ``accurate`` also cuts FaceNet's crop.
         """
         found = self.detect(rgb)
         if not found:
             raise NoFace("no face found in the image: use a frontal photo where the face is clearly visible")
-        if len(found) > 1 and (enrollment or found[0].area < DOMINANT_AREA_RATIO * found[1].area):
-            raise MultipleFaces(
+        chosen = found[0]
+        if len(found) > 1:
+            several = MultipleFaces(
                 f"{len(found)} faces found: use a photo with only the person concerned", faces=len(found)
             )
-        face = self.analyze(rgb, found[0])
+            if enrollment:
+                raise several
+            if self.settings.face_choice == "centre":
+                from facekeeper.engine.facenet import choose_face
+
+                chosen = found[choose_face(found, rgb.shape, "centre")]
+            elif found[0].area < DOMINANT_AREA_RATIO * found[1].area:
+                raise several
+        face = self.analyze(rgb, chosen)
         if enrollment:
             self.check_quality(face)
+        if accurate:
+            face = replace(face, facenet_crop=self.facenet_crop(rgb, face))
         return face
+
+    def facenet_crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """FaceNet's crop of ``face``: its HOG box reshaped to MTCNN's framing, or (``facenet_box = "mtcnn"``)
+        the MTCNN box that overlaps it most, falling back to the reshaped box when MTCNN finds none there."""
+        from facekeeper.engine.facenet import facenet_crop, hog_to_facenet_box
+
+        box: tuple[float, ...] = hog_to_facenet_box(face.box)
+        if self.settings.facenet_box == "mtcnn":
+            left, top, right, bottom = face.box
+            best = 0
+            for d in self.mtcnn.detect(rgb):
+                ix = max(0, min(right, d.box[2]) - max(left, d.box[0]))
+                iy = max(0, min(bottom, d.box[3]) - max(top, d.box[1]))
+                if ix * iy > best:
+                    best, box = ix * iy, tuple(float(v) for v in d.box)
+        return facenet_crop(rgb, box)
+
+    def embed_facenet(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """FaceNet descriptors (N, 512) for (N, 160, 160, 3) crops from ``facenet_crop``."""
+        return self.facenet.embed(np.asarray(crops, dtype=np.uint8).reshape(-1, 160, 160, 3))
 
     def check_quality(self, face: Face) -> None:
         q = self.quality_settings

@@ -620,6 +620,21 @@ def facenet_crop(
     return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
 
 
+# MTCNN's box relative to dlib HOG's on the same face: median of 120 faces of faces94 and London
+# (bench/fusion_embed.py measures FaceNet on both). MTCNN frames the forehead too, HOG is wider at the cheeks.
+HOG_TO_MTCNN = (0.92, 1.24, -0.08)  # width scale, height scale, centre shift (fraction of HOG height)
+
+
+def hog_to_facenet_box(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """A HOG box (left, top, right, bottom) reshaped to MTCNN's framing, so FaceNet sees the crop it was
+    trained on without a second detector."""
+    left, top, right, bottom = (float(v) for v in box)
+    sw, sh, shift = HOG_TO_MTCNN
+    w, h = right - left, bottom - top
+    cx, cy = (left + right) / 2, (top + bottom) / 2 + shift * h
+    return (cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2)
+
+
 FaceChoice = Literal["centre", "largest"]
 
 

@@ -2,8 +2,9 @@
 
 Once the embedder runs batched on onnxruntime, the per-image steps before it (decode, HOG detection,
 landmarks) dominate, and they are single-threaded dlib/Pillow code: the only way to use every core is
-one process per core. Workers send back only the 150x150 chip and the quality figures, never the photo;
-the parent embeds the chips in batches. Results come back in input order.
+one process per core. Workers send back only the 150x150 chip (and, in accurate mode, FaceNet's 160x160
+crop) and the quality figures, never the photo; the parent embeds in batches. Results come back in input
+order.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Prepared:
     quality: dict[str, float] | None
     error: FacekeeperError | None
     rejected: str | None = None
+    crop: np.ndarray | None = None  # FaceNet's crop, when prepared for accurate mode
 
 
 _worker_engine: Engine | None = None
@@ -44,9 +46,9 @@ def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: Lim
     _worker_engine = Engine(settings, quality, limits)
 
 
-def _prepare_one(engine: Engine, path: Path, enrollment: bool) -> Prepared:
+def _prepare_one(engine: Engine, path: Path, enrollment: bool, accurate: bool = False) -> Prepared:
     try:
-        face = engine.single_face(engine.decode(path), enrollment=enrollment)
+        face = engine.single_face(engine.decode(path), enrollment=enrollment, accurate=accurate)
     except FacekeeperError as exc:
         return Prepared(path, None, None, exc)
     rejected = None
@@ -55,10 +57,10 @@ def _prepare_one(engine: Engine, path: Path, enrollment: bool) -> Prepared:
             engine.check_quality(face)
         except QualityRejected as exc:
             rejected = str(exc.details.get("reason", exc.code))
-    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected)
+    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.facenet_crop)
 
 
-def _prepare_in_worker(job: tuple[Path, bool]) -> Prepared:
+def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
     assert _worker_engine is not None
     return _prepare_one(_worker_engine, *job)
 
@@ -68,13 +70,13 @@ def default_workers(settings: EngineSettings) -> int:
 
 
 def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
-            workers: int | None = None) -> Iterator[Prepared]:
+            workers: int | None = None, accurate: bool = False) -> Iterator[Prepared]:
     """Prepare every photo, in order, on ``workers`` processes (1 = in this process)."""
-    jobs = [(Path(p), enrollment) for p in paths]
+    jobs = [(Path(p), enrollment, accurate) for p in paths]
     n = workers or default_workers(engine.settings)
     if n <= 1 or len(jobs) < 2:
-        for path, enroll in jobs:
-            yield _prepare_one(engine, path, enroll)
+        for job in jobs:
+            yield _prepare_one(engine, *job)
         return
     # forkserver: workers must not inherit the parent's onnxruntime threads or open SQLite handles
     ctx = mp.get_context("forkserver")

