@@ -22,7 +22,7 @@ from tests.vendor_fixtures import licensed_fixture  # noqa: F401
 pytestmark = pytest.mark.usefixtures("licensed")
 
 DESCRIPTORS = DATA / "descriptors" / "london.npz"
-PAYMENT_FMR = 1e-4
+PAYMENT_FMR = 1e-5
 
 
 def shipped_fusion() -> FusionCalibration:
