@@ -135,7 +135,7 @@ def test_stale_or_foreign_snapshot_is_rebuilt(tmp_path: Path) -> None:
         g.enroll(sid, vecs, MODEL)
     g.search(data["p0000"][0], MODEL, 1)
     g.close()
-    settings.index_path.write_bytes(b"FKIX2" + os.urandom(200))
+    settings.index_path.write_bytes(b"FKIX3" + os.urandom(200))
     g = Gallery.open(settings, key)
     assert g.identity(g.search(data["p0004"][0], MODEL, 1)[0].pseudonym)[0] == "p0004"
     assert g.index_size == 16

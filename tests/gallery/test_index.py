@@ -96,3 +96,33 @@ def test_lists_are_retrained_as_the_gallery_grows_past_their_maximum_number() ->
         assert index.nlist <= 16
     assert index.nlist == 16  # reached at 1000 templates
     assert index.trained_for == 4_000  # yet retrained at 2000 and 4000: centroids follow the data
+
+
+def test_snapshot_is_sealed_in_chunks_that_cannot_be_cut_reordered_or_flipped(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import facekeeper.gallery.index as index_module
+
+    monkeypatch.setattr(index_module, "SNAPSHOT_CHUNK", 4096)  # many chunks from a small index
+    vectors = clustered(600, 8)
+    index = VectorIndex(DIM, exact_below=10_000, nlist=16, nprobe=16)
+    index.add(np.arange(600), vectors)
+    key, path = bytes(range(32)), tmp_path / "index.snap"
+    index.save(path, key, 7, b"ctx")
+    data = path.read_bytes()
+    assert data.count(b"FKIX3") == 1 and len(data) > 600 * DIM * 4
+    assert vectors[5].tobytes() not in data  # nothing in the clear
+
+    def loads(blob: bytes) -> bool:
+        path.write_bytes(blob)
+        return VectorIndex.load(path, key, b"ctx", exact_below=10_000, nlist=16, nprobe=16, dim=DIM) is not None
+
+    assert loads(data)
+    head = len(b"FKIX3") + 24
+    frame = 9 + 12 + 4096 + 16  # size+flag, nonce, one full chunk, tag
+    assert not loads(data[:head + frame])  # cut after the first chunk
+    assert not loads(data + b"x")  # trailing bytes
+    swapped = data[:head] + data[head + frame:head + 2 * frame] + data[head:head + frame] + data[head + 2 * frame:]
+    assert not loads(swapped)  # chunks reordered
+    flipped = bytearray(data)
+    flipped[head + 8] = 1  # first chunk claims to be the last
+    assert not loads(bytes(flipped))

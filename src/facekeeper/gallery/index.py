@@ -9,6 +9,7 @@ changes since.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -19,7 +20,8 @@ import numpy as np
 
 from facekeeper.gallery.protect import SealError, open_sealed, seal
 
-MAGIC = b"FKIX2"  # v2 adds the size the lists were trained for
+MAGIC = b"FKIX3"  # v2 added the size the lists were trained for; v3 seals in chunks
+SNAPSHOT_CHUNK = 256 * 1024 * 1024
 # faiss warns below ~39 training points per list; fewer lists than that is wasted search
 POINTS_PER_LIST = 39
 # k-means gains nothing from more than ~64 points per list; training on all of 1M took 82 s, a sample 20 s
@@ -144,14 +146,24 @@ class VectorIndex:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Path, key: bytes, seq: int, context: bytes) -> None:
-        """Seal and atomically replace the snapshot; ``seq`` is the change-log position it reflects."""
-        raw = faiss.serialize_index(self._index).tobytes()
+        """Seal and atomically replace the snapshot; ``seq`` is the change-log position it reflects.
+
+        Sealed in chunks: one AES-GCM message is capped at 2 GiB (~4M templates), and streaming chunks
+        avoids holding a second copy of a large index. Each chunk's AAD binds the header, its number and
+        whether it is the last, so chunks cannot be reordered, dropped or cut off.
+        """
+        raw = faiss.serialize_index(self._index)  # numpy uint8 array, not copied again below
         header = MAGIC + struct.pack("<QQQ", seq, self.size, self._trained_for)
-        blob = seal(key, raw, context + header)
+        view = memoryview(raw)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(header + blob)
+            fh.write(header)
+            starts = range(0, max(len(view), 1), SNAPSHOT_CHUNK)
+            for number, start in enumerate(starts):
+                last = number == len(starts) - 1
+                blob = seal(key, bytes(view[start:start + SNAPSHOT_CHUNK]), _chunk_aad(context, header, number, last))
+                fh.write(struct.pack("<Q?", len(blob), last) + blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -161,18 +173,38 @@ class VectorIndex:
              nprobe: int, dim: int) -> tuple[VectorIndex, int] | None:
         """The snapshot and its change-log position, or None when it is absent, foreign or damaged."""
         try:
-            data = path.read_bytes()
+            fh = path.open("rb")
         except FileNotFoundError:
             return None
-        head = len(MAGIC) + 24
-        if len(data) < head or not data.startswith(MAGIC):
-            return None  # absent, foreign, or an older format: the caller rebuilds from the store
-        seq, count, trained_for = struct.unpack_from("<QQQ", data, len(MAGIC))
-        try:
-            raw = open_sealed(key, data[head:], context + data[:head])
-            index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
-        except (SealError, RuntimeError):
-            return None
+        with fh:
+            total = os.fstat(fh.fileno()).st_size
+            header = fh.read(len(MAGIC) + 24)
+            if len(header) < len(MAGIC) + 24 or not header.startswith(MAGIC):
+                return None  # foreign, or an older format: the caller rebuilds from the store
+            seq, count, trained_for = struct.unpack_from("<QQQ", header, len(MAGIC))
+            parts: list[bytes] = []
+            try:
+                for number in itertools.count():
+                    frame = fh.read(9)
+                    if len(frame) < 9:
+                        return None  # cut off before the chunk marked last
+                    size, last = struct.unpack("<Q?", frame)
+                    if size > total - fh.tell():
+                        return None  # a length the file cannot hold: damaged
+                    blob = fh.read(size)
+                    if len(blob) < size:
+                        return None
+                    # the flag is authenticated: flipping it makes the chunk fail to open
+                    parts.append(open_sealed(key, blob, _chunk_aad(context, header, number, last)))
+                    if last:
+                        break
+                if fh.read(1):
+                    return None  # bytes after the last chunk
+                joined = parts[0] if len(parts) == 1 else b"".join(parts)
+                del parts
+                index = faiss.deserialize_index(np.frombuffer(joined, dtype=np.uint8))
+            except (SealError, RuntimeError):
+                return None
         if index.ntotal != count or index.d != dim:
             return None
         out = cls(dim, exact_below=exact_below, nlist=nlist, nprobe=nprobe)
@@ -181,3 +213,7 @@ class VectorIndex:
         if isinstance(index, faiss.IndexIVFFlat):
             index.nprobe = nprobe
         return out, int(seq)
+
+
+def _chunk_aad(context: bytes, header: bytes, number: int, last: bool) -> bytes:
+    return context + header + struct.pack("<Q?", number, last)
