@@ -50,24 +50,25 @@ def threshold_from_histogram(impostor: np.ndarray, fmr: float, bins: Bins,
                              min_false_matches: int = 1) -> float | None:
     """The score that lets ``fmr`` of the impostor pairs through, or None if the counts cannot support it.
 
-    Negative counts (noise) are treated as zero; the total is the sum of what remains.
+    Noisy counts are summed as they are (zero-mean noise keeps the running sums unbiased; clipping each
+    negative count to zero would not), and the running sum is made non-decreasing before it is searched.
     """
-    counts = np.maximum(np.asarray(impostor, np.float64), 0.0)
+    counts = np.asarray(impostor, np.float64)
     total = counts.sum()
     allowed = math.floor(fmr * total + 1e-9)
     if allowed < max(min_false_matches, 1):
         return None
-    cum = np.cumsum(counts)
-    b = int(np.searchsorted(cum, allowed, side="left"))
+    cum = np.maximum.accumulate(np.cumsum(counts))
+    b = min(int(np.searchsorted(cum, allowed, side="left")), bins.count - 1)
     before = cum[b - 1] if b else 0.0
-    inside = counts[b]
-    frac = (allowed - before) / inside if inside > 0 else 1.0
+    inside = cum[b] - before
+    frac = min(max((allowed - before) / inside, 0.0), 1.0) if inside > 0 else 1.0
     return float(bins.low + (b + frac) * bins.width)
 
 
 def rate_above(genuine: np.ndarray, score: float, bins: Bins) -> float | None:
     """The share of genuine pairs scoring above ``score`` (the FNMR there), uniform inside a bin."""
-    counts = np.maximum(np.asarray(genuine, np.float64), 0.0)
+    counts = np.asarray(genuine, np.float64)
     total = counts.sum()
     if total <= 0:
         return None

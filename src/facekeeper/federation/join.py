@@ -41,6 +41,7 @@ from facekeeper.privacy import Actor, Privacy
 ROUND = "federation.round"
 ROUND_END = "federation.round.end"
 YEAR_SECONDS = 365 * 86_400.0
+LINGER = 20.0  # seconds a node stays online after its last SecAgg+ stage (see run_supernode)
 CLIP = 2**24  # the ClientApp's bound (fk_calibration.CLIP): counts beyond it cannot be summed exactly
 
 
@@ -186,11 +187,14 @@ def check_address(address: str) -> None:
 
 
 def run_supernode(release: Release, superlink: str, bin_dir: Path, work: Path, *, insecure: bool,
-                  root_certificates: Path | None, auth_key: Path | None, timeout: float) -> list[str]:
+                  root_certificates: Path | None, auth_key: Path | None, timeout: float,
+                  linger: float = LINGER) -> list[str]:
     """Run ``flower-supernode`` on the release until this node completed SecAgg+ (or it stops, or time is up).
 
-    Returns the SecAgg+ stages this node completed, in order. The node runs in its own process group,
-    which is ended (SIGTERM, then SIGKILL) before this returns.
+    After its last stage the node stays online ``linger`` seconds: the SuperLink answers "node unavailable"
+    for the reply of a node that went offline before the ServerApp collected it, and SecAgg+ then halts for
+    everyone. Returns the SecAgg+ stages this node completed, in order. The node runs in its own process
+    group, which is ended (SIGTERM, then SIGKILL) before this returns.
     """
     payload, status, log = work / "release.npy", work / "status.jsonl", work / "supernode.log"
     np.save(payload, release.vector)
@@ -210,6 +214,10 @@ def run_supernode(release: Release, superlink: str, bin_dir: Path, work: Path, *
             if "unmask" in stages or proc.poll() is not None:
                 break
             time.sleep(0.25)
+        if "unmask" in stages:
+            end = min(time.monotonic() + linger, deadline)
+            while time.monotonic() < end and proc.poll() is None:
+                time.sleep(0.25)
         stages = read_stages(status)
     finally:
         stop_group(proc)

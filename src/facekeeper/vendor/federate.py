@@ -130,7 +130,7 @@ def tables_from_sum(agg: Aggregate, *, epsilon: float, sensitivity: int,
     date = datetime.fromtimestamp(agg.completed_at, UTC).strftime("%Y-%m-%d")
     for mode, (impostor, genuine) in agg.layout.split(agg.vector).items():
         table_key, bins = PROTOCOL[mode]
-        imp_total, gen_total = int(np.maximum(impostor, 0).sum()), int(np.maximum(genuine, 0).sum())
+        imp_total, gen_total = max(int(impostor.sum()), 0), max(int(genuine.sum()), 0)
         pairs[mode] = {"impostor": imp_total, "genuine": gen_total}
         points = table_points(impostor, fmrs, bins, MIN_FALSE_MATCHES)
         if not points:

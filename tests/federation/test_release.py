@@ -1,0 +1,84 @@
+"""What a site releases: noise within the stated error, audited before it leaves, and nothing leaves unasked."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facekeeper.egress import EgressGuard
+from facekeeper.engine import Engine
+from facekeeper.federation.histogram import PROTOCOL, Layout, fmr_error_bound, threshold_from_histogram
+from facekeeper.federation.join import Federation
+from facekeeper.federation.pairs import PairPlan
+from tests.federation.sites import site, synthetic_people
+
+LAYOUT = Layout(("fast",))
+BINS = PROTOCOL["fast"][1]
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory, engine: Engine):
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(4):
+        svc = site(tmp_path_factory.mktemp(f"site{i}"), engine, synthetic_people(rng, 250, 4), prefix=f"s{i}-")
+        svc.settings.federation.yearly_epsilon = math.inf
+        out.append(svc)
+    yield out
+    for svc in out:
+        svc.close()
+
+
+def summed(sites, epsilon: float, seed: int) -> np.ndarray:
+    total = np.zeros(LAYOUT.length, np.int64)
+    for i, svc in enumerate(sites):
+        fed = Federation(svc.settings, svc.privacy, svc.calibration)
+        total += fed.prepare(svc.actor, LAYOUT, "127.0.0.1:9", epsilon=epsilon,
+                             rng=np.random.default_rng(seed * 100 + i)).vector
+    return total
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 20.0])
+def test_with_noise_the_table_stays_within_the_stated_error(sites, epsilon: float) -> None:
+    exact = LAYOUT.split(summed(sites, math.inf, 0))["fast"][0]
+    total = float(exact.sum())
+    scale = PairPlan(8, 4, 6).sensitivity / epsilon
+    for seed in range(1, 6):
+        noisy = LAYOUT.split(summed(sites, epsilon, seed))["fast"][0]
+        for fmr in (1e-2, 3e-2):
+            t = threshold_from_histogram(noisy, fmr, BINS)
+            if t is None:  # the noisy counts may not support the FMR at all: then no table point, no error
+                continue
+            below = math.ceil((t - BINS.low) / BINS.width)
+            e = fmr_error_bound(fmr, total, below, BINS.count, len(sites), scale)
+            low = threshold_from_histogram(exact, fmr - e, BINS) if fmr - e > 0 else BINS.low
+            high = threshold_from_histogram(exact, min(fmr + e, 1.0), BINS)
+            assert (low or BINS.low) - BINS.width <= t <= (high or BINS.high) + BINS.width
+            if epsilon >= 20 and fmr >= 3e-2:
+                assert e < fmr  # 1,000 people, epsilon 20: the bound is tighter than the rate itself
+
+
+def test_a_release_is_audited_with_its_size_digest_and_epsilon(sites) -> None:
+    svc = sites[0]
+    fed = Federation(svc.settings, svc.privacy, svc.calibration)
+    release = fed.prepare(svc.actor, LAYOUT, "127.0.0.1:9", epsilon=0.5, rng=np.random.default_rng(1))
+    entry = [e for e in svc.privacy.audit.entries() if e.action == "federation.round"][-1]
+    assert entry.outcome == "released" and entry.purpose == "model-improvement"
+    assert entry.detail["sha256"] == release.digest and entry.detail["bytes"] == LAYOUT.length * 8
+    assert entry.detail["epsilon"] == 0.5 and entry.detail["delta"] == 0.0
+    assert entry.detail["sensitivity"] == PairPlan(8, 4, 6).sensitivity
+    assert release.vector.dtype == np.int64 and len(release.vector) == LAYOUT.length
+
+
+def test_calibrating_and_preparing_a_release_open_no_connection(tmp_path: Path, engine: Engine) -> None:
+    svc = site(tmp_path, engine, synthetic_people(np.random.default_rng(12), 40, 4))
+    try:
+        with EgressGuard(block=False) as guard:
+            svc.calibration.measure(svc.actor, None, (1e-2,), PairPlan(20, 8, 6))
+            Federation(svc.settings, svc.privacy, svc.calibration).prepare(svc.actor, LAYOUT, "203.0.113.9:9092")
+        assert guard.attempts == []
+    finally:
+        svc.close()
