@@ -218,7 +218,7 @@ class Service:
         """The site's own thresholds: measure, adopt, revert (``facekeeper.federation.calibrate``)."""
         if self._calibration is None:
             self._calibration = SiteCalibration(self.settings, self._key, self.gallery, self.privacy, self.bundle,
-                                                site_modes(self.engine.model_id, self.bundle))
+                                                site_modes(self.engine.model_id, self.bundle, self.gallery))
         return self._calibration
 
     @property
@@ -422,7 +422,8 @@ class Service:
     def _fused(self, fusion: FusionCalibration, dlib_distance: float, facenet_distance: float,
                fmr: float) -> Decision:
         score = float(fusion.score(dlib_distance, facenet_distance))
-        return decide(fusion.table, score, fmr, mode="accurate", shown_similarity=similarity(dlib_distance))
+        table = self.calibration.adopted(fusion.table.model_id) or fusion.table  # the site's own, once adopted
+        return decide(table, score, fmr, mode="accurate", shown_similarity=similarity(dlib_distance))
 
     def _protected_facenet(self, fusion: FusionCalibration,
                            probe: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -154,3 +154,46 @@ def test_cli_calibrate_shows_both_tables_and_adopts(calibrated_site) -> None:
     assert json.loads(r.output)["fast"]["adopted_at"] is not None
     r = runner.invoke(app, ["--home", home, "calibrate", "--partners", "1", "--fmr", "1e-5"])
     assert r.exit_code == CalibrationRefused.exit_code and "needs at least 30/f" in r.output
+
+
+def test_accurate_mode_is_calibrated_on_fused_scores_and_decides_with_the_adopted_table(
+        tmp_path: Path, engine: Engine) -> None:
+    import dataclasses
+
+    from facekeeper.bundle.manifest import default_calibration_path, read_fusion
+    from facekeeper.federation.histogram import Layout
+    from facekeeper.federation.join import Federation
+    from facekeeper.fusion import FACENET_MODEL_ID
+    from tests.federation.sites import FORM, IMPROVE
+
+    rng = np.random.default_rng(9)
+    svc = site(tmp_path, engine, [])
+    try:
+        fusion = svc.bundle.fusion or read_fusion(default_calibration_path())  # signed once the vendor re-signs
+        svc.bundle = dataclasses.replace(svc.bundle, fusion=fusion)
+        svc._calibration = None
+        for i, dlib in enumerate(synthetic_people(rng, 60, 6)):
+            centre = rng.normal(0.0, 1.0, 512)
+            facenet = centre / np.linalg.norm(centre) + rng.normal(0.0, 0.02, (6, 512))
+            facenet /= np.linalg.norm(facenet, axis=1, keepdims=True)
+            sid = f"acc{i:03d}"
+            for purpose in ("payment", IMPROVE):
+                svc.grant_consent(sid, purpose, FORM)
+            svc.gallery.enroll(sid, dlib, engine.model_id, pseudonym=svc.privacy.registry.find(sid),
+                               side={FACENET_MODEL_ID: facenet})
+        m = svc.calibration.measure(ADMIN, "accurate", (1e-2, 1e-3), PairPlan(30, 20, 15))
+        assert m.table_key == svc.fusion.table.model_id and [p.fmr for p in m.points] == [1e-2, 1e-3]
+        fast = svc.calibration.measure(ADMIN, "fast", (1e-2,), PairPlan(30, 20, 15))
+        assert m.impostor_pairs == fast.impostor_pairs and m.points[0].threshold != fast.points[0].threshold
+        adopted = svc.calibration.adopt(ADMIN, "accurate")
+        decision = svc._fused(svc.fusion, 0.5, 1.0, 1e-2)
+        assert decision.threshold == pytest.approx(adopted.threshold(1e-2)[0])
+        assert svc.table == svc.bundle.table_for(svc.engine.model_id)  # fast mode keeps the signed table
+
+        svc.settings.federation.yearly_epsilon = math.inf
+        release = Federation(svc.settings, svc.privacy, svc.calibration).prepare(
+            ADMIN, Layout(("fast", "accurate")), "127.0.0.1:9", epsilon=math.inf)
+        parts = Layout(("fast", "accurate")).split(release.vector)
+        assert parts["accurate"][0].sum() == parts["fast"][0].sum() > 0  # the same pairs, scored both ways
+    finally:
+        svc.close()

@@ -231,3 +231,20 @@ def test_a_spent_budget_refuses_before_anything_is_computed_or_sent(tmp_path: Pa
         fed.prepare(admin, LAYOUT, "127.0.0.1:1")
     finally:
         svc.close()
+
+
+def _namespace_available() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _namespace_available(), reason="needs unshare -n (root or user namespaces) and ip")
+def test_the_demo_round_runs_in_an_empty_network_namespace(tmp_path: Path) -> None:
+    """Vendor and two sites in a namespace with loopback only: the round needs nothing beyond it."""
+    script = f"ip link set lo up && exec {sys.executable} bench/federation.py --demo --workdir {tmp_path / 'run'}"
+    done = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, ENV_FLOWER_BIN: str(FLOWER)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "one round between 2 sites" in done.stdout and "audited release of" in done.stdout

@@ -49,7 +49,7 @@ class Mode:
     ``table_key`` names the mode's calibration table in the signed bundle; ``sources`` are the model ids
     whose templates are compared (aligned: template ``i`` of a subject is the same photo in every source);
     ``prepare`` maps a source's templates before Euclidean distances are taken (e.g. centring), ``combine``
-    turns the per-source distance arrays into the mode's score; ``low`` and ``high`` bound the histogram bins.
+    turns the per-source distance arrays into the mode's score.
     """
 
     name: str
@@ -57,8 +57,6 @@ class Mode:
     sources: tuple[str, ...]
     combine: Combine = single
     prepare: Prepare = as_stored
-    low: float = 0.0
-    high: float = 2.0
 
 
 @dataclass(frozen=True)
