@@ -7,9 +7,10 @@ Usage:
 Each site is a complete facekeeper deployment (its own key, gallery, audit chain) whose people consented to
 model-improvement; templates are enrolled as descriptors through ``Gallery.enroll``. The vendor runs
 ``facekeeper-vendor federate serve``, every site ``facekeeper federate join``, each in its own process. The
-full run measures, per site and at FMR 1e-3, the real FMR and FNMR (every pair of the site's photos) at the
-thresholds of: the shipped table, the site's own table (``facekeeper calibrate``), and the federated tables
-without noise and with epsilon 1. Needs the Flower environment (make flower-env). Prints markdown tables.
+full run prints each site's own table (``facekeeper calibrate``), four federated rounds (no noise with the
+self-calibration caps; no noise, epsilon 1 and epsilon 8 with the federation caps), and per site, at FMR
+1e-2 and 1e-3, the real FMR and FNMR (every pair of the site's photos) at the thresholds of each table.
+Needs the Flower environment (make flower-env). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ BIN = Path(sys.executable).parent
 FORM = ConsentForm("checkbox", "federation benchmark")
 NOTICE = {"version": "bench", "controller": "Bench site", "contact": "privacy@bench.invalid",
           "retention": "one year", "rights": "access, withdrawal, erasure"}
-FMR = 1e-3
 
 
 def synthetic(rng: np.random.Generator, people: int, photos: int) -> dict[str, np.ndarray]:
@@ -84,19 +84,22 @@ def build_site(home: Path, people: dict[str, np.ndarray], engine: Engine) -> Pat
     return home / "data"
 
 
-def set_epsilon(home: Path, epsilon: float) -> None:
+def set_round(home: Path, epsilon: float, plan: PairPlan) -> None:
     with Service.open(home) as svc:
-        svc.settings.federation.round_epsilon = epsilon
+        f = svc.settings.federation
+        f.round_epsilon, f.partners, f.per_partner, f.genuine = epsilon, plan.partners, plan.per_partner, plan.genuine
         svc.settings.save()
 
 
-def federated_round(homes: list[Path], work: Path, epsilon: float) -> tuple[Aggregate, float]:
+def federated_round(homes: list[Path], work: Path, epsilon: float,
+                    plan: PairPlan = PairPlan(8, 4, 6)) -> tuple[Aggregate, float]:
     for home in homes:
-        set_epsilon(home, epsilon)
+        set_round(home, epsilon, plan)
     port = free_port()
     started = time.monotonic()
     vendor = subprocess.Popen([str(BIN / "facekeeper-vendor"), "federate", "serve", "--sites", str(len(homes)),
                                "--work", str(work), "--port", str(port), "--insecure", "--epsilon", str(epsilon),
+                               "--sensitivity", str(plan.sensitivity),
                                "--flower", str(FLOWER), "--timeout", "600"], text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     joins = [subprocess.Popen([str(BIN / "facekeeper"), "--home", str(h), "--json", "federate", "join",
@@ -174,25 +177,31 @@ def full(workdir: Path) -> None:
         print(f"| {name} | {len(groups[name])} | {photos} | {points} | {refused} |")
 
     rounds = {}
-    for eps in (math.inf, 1.0):
-        agg, seconds = federated_round(list(homes.values()), workdir / f"vendor-{eps}", eps)
-        tables, prov = tables_from_sum(agg, epsilon=eps, sensitivity=PairPlan(8, 4, 6).sensitivity)
-        rounds[eps] = tables.get("dlib-resnet-v1")
-        print(f"\nround epsilon={eps:g}: {agg.sites} sites, {seconds:.0f} s; impostor pairs (noisy)"
-              f" {prov['pairs']['fast']['impostor']}; table {rounds[eps].points if rounds[eps] else None}")
+    print("\n| round | caps (partners, pairs per partner, genuine) | sensitivity | seconds | impostor pairs"
+          " (as the vendor sees them) | table |\n|---|---|---|---|---|---|")
+    for label, eps, plan in (("pooled, no noise", math.inf, PairPlan(100, 16, 32)),
+                             ("no noise", math.inf, PairPlan(8, 4, 6)), ("epsilon 1", 1.0, PairPlan(8, 4, 6)),
+                             ("epsilon 8", 8.0, PairPlan(8, 4, 6))):
+        agg, seconds = federated_round(list(homes.values()), workdir / f"vendor-{len(rounds)}", eps, plan)
+        tables, prov = tables_from_sum(agg, epsilon=eps, sensitivity=plan.sensitivity)
+        rounds[label] = tables.get("dlib-resnet-v1")
+        points = ", ".join(f"{f:g}: {t:.4f}" for f, t in rounds[label].points) if rounds[label] else "-"
+        print(f"| {label} | {plan.partners}, {plan.per_partner}, {plan.genuine} | {plan.sensitivity} |"
+              f" {seconds:.0f} | {prov['pairs']['fast']['impostor']} | {points} |")
 
     with Service.open(next(iter(homes.values()))) as svc:
         shipped = svc.bundle.table_for(svc.engine.model_id)
-    print(f"\nAt FMR {FMR:g}: threshold, and the real FMR / FNMR over every pair of the site's photos\n")
-    print("| site | shipped | real FMR, FNMR | site table | real FMR, FNMR | federated (no noise) | real FMR, FNMR |"
-          " federated (eps 1) | real FMR, FNMR |\n|---|---|---|---|---|---|---|---|---|")
-    for name in homes:
-        cells = [name]
-        for table in (shipped, site_tables[name], rounds[math.inf], rounds[1.0]):
-            t = at(table, FMR)
-            fmr, fnmr = real_rates(groups[name], t)
-            cells += [fmt(t), f"{fmt(fmr, '.2g')}, {fmt(fnmr)}"]
-        print("| " + " | ".join(cells) + " |")
+    columns = {"shipped": shipped, "site table": None, **rounds}
+    for fmr in (1e-2, 1e-3):
+        print(f"\nAt FMR {fmr:g}: threshold, then the real FMR / FNMR over every pair of the site's photos\n")
+        print("| site | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+        for name in homes:
+            cells = [name]
+            for label, table in columns.items():
+                t = at(site_tables[name] if label == "site table" else table, fmr)
+                real_fmr, fnmr = real_rates(groups[name], t)
+                cells.append("-" if t is None else f"{t:.4f}: {fmt(real_fmr, '.2g')} / {fmt(fnmr, '.3f')}")
+            print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -202,8 +211,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (FLOWER / "flower-supernode").exists():
         raise SystemExit(f"no Flower environment at {FLOWER}: make flower-env (or set {ENV_FLOWER_BIN})")
-    if args.workdir.exists() and any(p.name.startswith(("site-", "faces94-", "london", "vendor"))
-                                     for p in args.workdir.iterdir()):
+    if args.workdir.exists() and any(p.is_dir() for p in args.workdir.iterdir()):
         raise SystemExit(f"{args.workdir} holds an earlier run: remove it first")
     (demo if args.demo else full)(args.workdir)
 

@@ -82,3 +82,48 @@ def test_calibrating_and_preparing_a_release_open_no_connection(tmp_path: Path, 
         assert guard.attempts == []
     finally:
         svc.close()
+
+
+def test_the_vendor_writes_federated_tables_with_their_provenance_and_keeps_the_others(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from facekeeper.bundle.manifest import default_calibration_path
+    from facekeeper.matching import CalibrationTable
+    from facekeeper.vendor.federate import write_calibration
+
+    path = tmp_path / "calibration.json"
+    shutil.copy(default_calibration_path(), path)
+    before = json.loads(path.read_text())
+    fused_key = PROTOCOL["accurate"][0]
+    tables = {key: CalibrationTable(key, "federated test", 9000, 300, ((1e-2, 0.5),))
+              for key in ("dlib-resnet-v1", fused_key)}
+    write_calibration(path, tables, {"sites": 3, "epsilon_per_site": 1.0, "delta": 0.0})
+    after = json.loads(path.read_text())
+    assert after["provenance"]["sites"] == 3
+    by_id = {t["model_id"]: t for t in after["tables"]}
+    assert by_id["dlib-resnet-v1"]["source"] == "federated test"
+    assert [t for t in after["tables"] if t["model_id"] != "dlib-resnet-v1"] == \
+        [t for t in before["tables"] if t["model_id"] != "dlib-resnet-v1"]
+    if "fusion" in before:
+        assert after["fusion"]["table"]["source"] == "federated test"
+        assert after["fusion"]["models"] == before["fusion"]["models"]
+
+
+def test_cli_join_refuses_bad_addresses_and_plaintext_without_asking_and_shows_the_budget(sites) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from facekeeper.cli.main import app
+    from facekeeper.errors import InvalidInput
+
+    home = str(sites[1].settings.data_dir)
+    runner = CliRunner()
+    r = runner.invoke(app, ["--home", home, "federate", "join", "--superlink", "vendor.example"])
+    assert r.exit_code == InvalidInput.exit_code and "HOST:PORT" in r.output
+    r = runner.invoke(app, ["--home", home, "federate", "join", "--superlink", "vendor.example:9092"])
+    assert r.exit_code == InvalidInput.exit_code and "--root-certificates" in r.output
+    assert not [e for e in sites[1].privacy.audit.entries() if e.action == "federation.round"]  # nothing released
+    r = runner.invoke(app, ["--home", home, "--json", "federate", "budget"])
+    assert r.exit_code == 0 and json.loads(r.output)["round_epsilon"] == 1.0

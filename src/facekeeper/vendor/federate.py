@@ -148,11 +148,15 @@ def tables_from_sum(agg: Aggregate, *, epsilon: float, sensitivity: int,
 
 
 def write_calibration(path: Path, tables: dict[str, CalibrationTable], provenance: dict[str, Any]) -> None:
-    """Replace the named tables in ``calibration.json`` (others kept) and record where they came from."""
+    """Replace the named tables in ``calibration.json`` (others kept; a fused table inside ``fusion``) and
+    record where they came from."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read the calibration tables {path} ({exc})") from None
-    doc["tables"] = [(tables.get(t["model_id"]) and tables[t["model_id"]].to_dict()) or t for t in doc["tables"]]
+    doc["tables"] = [tables[t["model_id"]].to_dict() if t["model_id"] in tables else t for t in doc["tables"]]
+    fusion = doc.get("fusion")
+    if fusion is not None and fusion.get("model_id") in tables:  # accurate mode's fused table lives there
+        fusion["table"] = tables[fusion["model_id"]].to_dict()
     doc["provenance"] = provenance
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
