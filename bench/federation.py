@@ -143,7 +143,8 @@ def demo(workdir: Path) -> None:
     tables, prov = tables_from_sum(agg, epsilon=1.0, sensitivity=PairPlan(8, 4, 6).sensitivity)
     print(f"one round between {agg.sites} sites in {seconds:.0f} s (SuperLink, 2 SuperNodes, SecAgg+, epsilon 1)")
     print(f"vendor received the sum only: {prov['pairs']['fast']['impostor']} impostor pairs (noisy count);"
-          f" tables: {json.dumps({k: t.points for k, t in tables.items()})}")
+          f" tables: {json.dumps({k: t.points for k, t in tables.items()})}; withheld (noise error bound above"
+          f" half the FMR): {json.dumps(prov['withheld'])}")
     for home in homes:
         with Service.open(home) as svc:
             e = [x for x in svc.privacy.audit.entries() if x.action == "federation.round"][-1]
@@ -186,6 +187,7 @@ def full(workdir: Path) -> None:
         tables, prov = tables_from_sum(agg, epsilon=eps, sensitivity=plan.sensitivity)
         rounds[label] = tables.get("dlib-resnet-v1")
         points = ", ".join(f"{f:g}: {t:.4f}" for f, t in rounds[label].points) if rounds[label] else "-"
+        points += "".join(f"; {w['fmr']:g} withheld (error bound {w['error_bound']:.2g})" for w in prov["withheld"])
         print(f"| {label} | {plan.partners}, {plan.per_partner}, {plan.genuine} | {plan.sensitivity} |"
               f" {seconds:.0f} | {prov['pairs']['fast']['impostor']} | {points} |")
 

@@ -128,3 +128,17 @@ def test_cli_join_refuses_bad_addresses_and_plaintext_without_asking_and_shows_t
     assert len([e for e in sites[1].privacy.audit.entries() if e.action == "federation.round"]) == released
     r = runner.invoke(app, ["--home", home, "--json", "federate", "budget"])
     assert r.exit_code == 0 and json.loads(r.output)["round_epsilon"] == 1.0
+
+
+def test_the_vendor_withholds_thresholds_the_noise_cannot_support(sites) -> None:
+    from facekeeper.vendor.federate import Aggregate, tables_from_sum
+
+    sensitivity = PairPlan(8, 4, 6).sensitivity
+    exact = Aggregate(LAYOUT, summed(sites, math.inf, 0), len(sites), 0.0)
+    tables, provenance = tables_from_sum(exact, epsilon=math.inf, sensitivity=sensitivity)
+    assert tables["dlib-resnet-v1"].points and provenance["withheld"] == []
+    noisy = Aggregate(LAYOUT, summed(sites, 1.0, 9), len(sites), 0.0)
+    tables, provenance = tables_from_sum(noisy, epsilon=1.0, sensitivity=sensitivity)
+    assert "dlib-resnet-v1" not in tables  # 1,000 people at epsilon 1 cannot support FMR 1e-2
+    assert {w["fmr"] for w in provenance["withheld"]} and all(w["error_bound"] > w["fmr"] / 2
+                                                             for w in provenance["withheld"])

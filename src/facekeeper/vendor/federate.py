@@ -28,7 +28,7 @@ import numpy as np
 from facekeeper.errors import FederationError, InvalidInput
 from facekeeper.evaluation import CALIBRATION_FMRS
 from facekeeper.federation.flower import flower_env, stop_group
-from facekeeper.federation.histogram import PROTOCOL, Layout, table_points
+from facekeeper.federation.histogram import PROTOCOL, Layout, fmr_error_bound, table_points
 from facekeeper.matching import CalibrationTable
 
 APP_DIR = Path(__file__).parent / "flower_app"
@@ -124,15 +124,30 @@ def serve(sites: int, layout: Layout, work: Path, bin_dir: Path, *, host: str = 
 
 def tables_from_sum(agg: Aggregate, *, epsilon: float, sensitivity: int,
                     fmrs: Sequence[float] = CALIBRATION_FMRS) -> tuple[dict[str, CalibrationTable], dict[str, Any]]:
-    """One table per mode from the summed histograms, and the provenance to sign with them."""
+    """One table per mode from the summed histograms, and the provenance to sign with them.
+
+    A point is kept only where the counts support it (``MIN_FALSE_MATCHES / f`` impostor pairs) and where
+    the noise does: the stated error bound on its FMR (``histogram.fmr_error_bound``) must be at most half the
+    FMR. Otherwise it is withheld, with its bound, in the provenance: a noisy threshold that lets through
+    many times the stated rate must never be signed.
+    """
     tables: dict[str, CalibrationTable] = {}
     pairs: dict[str, dict[str, int]] = {}
+    withheld: list[dict[str, Any]] = []
+    scale = 0.0 if math.isinf(epsilon) else sensitivity * len(agg.layout.modes) / epsilon
     date = datetime.fromtimestamp(agg.completed_at, UTC).strftime("%Y-%m-%d")
     for mode, (impostor, genuine) in agg.layout.split(agg.vector).items():
         table_key, bins = PROTOCOL[mode]
         imp_total, gen_total = max(int(impostor.sum()), 0), max(int(genuine.sum()), 0)
         pairs[mode] = {"impostor": imp_total, "genuine": gen_total}
-        points = table_points(impostor, fmrs, bins, MIN_FALSE_MATCHES)
+        points = []
+        for fmr, threshold in table_points(impostor, fmrs, bins, MIN_FALSE_MATCHES):
+            below = max(math.ceil((threshold - bins.low) / bins.width), 1)
+            error = fmr_error_bound(fmr, imp_total, below, bins.count, agg.sites, scale)
+            if error <= fmr / 2:
+                points.append((fmr, threshold))
+            else:
+                withheld.append({"mode": mode, "fmr": fmr, "error_bound": float(f"{error:.3g}")})
         if not points:
             continue
         tables[table_key] = CalibrationTable(
@@ -143,7 +158,7 @@ def tables_from_sum(agg: Aggregate, *, epsilon: float, sensitivity: int,
                   "sites": agg.sites, "modes": list(agg.layout.modes), "pairs": pairs,
                   "epsilon_per_site": None if math.isinf(epsilon) else epsilon, "delta": 0.0,
                   "mechanism": f"discrete Laplace per count, sensitivity {sensitivity} per person and mode",
-                  "tables": sorted(tables)}
+                  "tables": sorted(tables), "withheld": withheld}
     return tables, provenance
 
 
