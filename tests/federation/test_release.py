@@ -10,10 +10,11 @@ import pytest
 
 from facekeeper.egress import EgressGuard
 from facekeeper.engine import Engine
+from facekeeper.errors import ConsentRequired
 from facekeeper.federation.histogram import PROTOCOL, Layout, fmr_error_bound, threshold_from_histogram
 from facekeeper.federation.join import Federation
 from facekeeper.federation.pairs import PairPlan
-from tests.federation.sites import site, synthetic_people
+from tests.federation.sites import FORM, IMPROVE, site, synthetic_people
 
 LAYOUT = Layout(("fast",))
 BINS = PROTOCOL["fast"][1]
@@ -142,3 +143,32 @@ def test_the_vendor_withholds_thresholds_the_noise_cannot_support(sites) -> None
     assert "dlib-resnet-v1" not in tables  # 1,000 people at epsilon 1 cannot support FMR 1e-2
     assert {w["fmr"] for w in provenance["withheld"]} and all(w["error_bound"] > w["fmr"] / 2
                                                              for w in provenance["withheld"])
+
+
+def test_a_spent_budget_refuses_before_anything_is_computed_or_sent(tmp_path: Path, engine: Engine) -> None:
+    from tests.privacy.conftest import Clock
+
+    clock = Clock()
+    svc = site(tmp_path, engine, synthetic_people(np.random.default_rng(8), 12, 3))
+    svc.privacy.clock = svc.clock = clock
+    svc.settings.federation.round_epsilon, svc.settings.federation.yearly_epsilon = 1.0, 2.5
+    try:
+        fed = Federation(svc.settings, svc.privacy, svc.calibration)
+        admin = svc.actor
+        for _ in range(2):
+            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
+        from facekeeper.errors import PrivacyBudgetSpent
+
+        with pytest.raises(PrivacyBudgetSpent, match=r"2 of the yearly 2\.5"):
+            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
+        outcomes = [e.outcome for e in svc.privacy.audit.entries() if e.action == "federation.round"]
+        assert outcomes == ["released", "released", "refused:privacy-budget-spent"]
+        clock.advance(366)
+        assert fed.budget(clock())["spent_last_365_days"] == 0
+        with pytest.raises(ConsentRequired):  # model-improvement consents last a year unless renewed
+            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
+        for i in range(12):
+            svc.grant_consent(f"p{i:04d}", IMPROVE, FORM)
+        fed.prepare(admin, LAYOUT, "127.0.0.1:1")
+    finally:
+        svc.close()

@@ -28,12 +28,11 @@ from facekeeper.engine import Engine
 from facekeeper.errors import ConsentRequired
 from facekeeper.federation.flower import ENV_FLOWER_BIN, free_port
 from facekeeper.federation.histogram import PROTOCOL, Layout, histogram
-from facekeeper.federation.join import Federation
 from facekeeper.federation.pairs import PairPlan
 from facekeeper.service import Service
 from facekeeper.vendor.cli import app as vendor_app
 from facekeeper.vendor.federate import MIN_FALSE_MATCHES, Aggregate, tables_from_sum
-from tests.federation.sites import FORM, IMPROVE, site, synthetic_people
+from tests.federation.sites import site, synthetic_people
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWER = Path(os.environ.get(ENV_FLOWER_BIN) or REPO / ".venv-flower" / "bin")
@@ -202,35 +201,6 @@ def test_a_round_sums_the_sites_exactly_and_the_vendor_sees_only_the_sum(tmp_pat
     signed = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert signed["calibration"]["provenance"]["sites"] == 2
     assert signed["calibration"]["provenance"]["delta"] == 0.0
-
-
-def test_a_spent_budget_refuses_before_anything_is_computed_or_sent(tmp_path: Path, engine: Engine) -> None:
-    from tests.privacy.conftest import Clock
-
-    clock = Clock()
-    svc = site(tmp_path, engine, synthetic_people(np.random.default_rng(8), 12, 3))
-    svc.privacy.clock = svc.clock = clock
-    configure(svc, epsilon=1.0, yearly=2.5)
-    try:
-        fed = Federation(svc.settings, svc.privacy, svc.calibration)
-        admin = svc.actor
-        for _ in range(2):
-            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
-        from facekeeper.errors import PrivacyBudgetSpent
-
-        with pytest.raises(PrivacyBudgetSpent, match=r"2 of the yearly 2\.5"):
-            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
-        outcomes = [e.outcome for e in svc.privacy.audit.entries() if e.action == "federation.round"]
-        assert outcomes == ["released", "released", "refused:privacy-budget-spent"]
-        clock.advance(366)
-        assert fed.budget(clock())["spent_last_365_days"] == 0
-        with pytest.raises(ConsentRequired):  # model-improvement consents last a year unless renewed
-            fed.prepare(admin, LAYOUT, "127.0.0.1:1")
-        for i in range(12):
-            svc.grant_consent(f"p{i:04d}", IMPROVE, FORM)
-        fed.prepare(admin, LAYOUT, "127.0.0.1:1")
-    finally:
-        svc.close()
 
 
 def _namespace_available() -> bool:
