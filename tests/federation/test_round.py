@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 from facekeeper import evaluation
 from facekeeper.bundle import manifest
 from facekeeper.engine import Engine
-from facekeeper.errors import ConsentRequired
+from facekeeper.errors import ConsentRequired, FederationError
 from facekeeper.federation.flower import ENV_FLOWER_BIN, free_port
 from facekeeper.federation.histogram import PROTOCOL, Layout, histogram
+from facekeeper.federation.join import Federation
 from facekeeper.federation.pairs import PairPlan
 from facekeeper.service import Service
 from facekeeper.vendor.cli import app as vendor_app
@@ -218,3 +219,25 @@ def test_the_demo_round_runs_in_an_empty_network_namespace(tmp_path: Path) -> No
                           timeout=600, env={**os.environ, ENV_FLOWER_BIN: str(FLOWER)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "one round between 2 sites" in done.stdout and "audited release of" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_round_that_does_not_complete_fails_on_both_sides(tmp_path: Path, engine: Engine) -> None:
+    """flwr exits 0 whatever happens to the round: completion is judged by the sum and by the stages."""
+    svc = site(tmp_path / "a", engine, synthetic_people(np.random.default_rng(3), 15, 3), prefix="a")
+    configure(svc, epsilon=1.0, yearly=4.0)
+    home = svc.settings.data_dir
+    svc.close()
+    port = free_port()
+    vendor = subprocess.Popen([str(BIN / "facekeeper-vendor"), "federate", "serve", "--sites", "2", "--work",
+                               str(tmp_path / "vendor"), "--port", str(port), "--insecure", "--timeout", "20",
+                               "--flower", str(FLOWER)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    alone = facekeeper(home, "federate", "join", "--superlink", f"127.0.0.1:{port}", "--insecure", "--timeout", "20")
+    out, err = alone.communicate(timeout=120)
+    v_out, v_err = vendor.communicate(timeout=120)
+    assert alone.returncode == FederationError.exit_code and "did not complete" in out, out + err[-2000:]
+    assert vendor.returncode == FederationError.exit_code and "did not complete" in v_err, v_out + v_err[-2000:]
+    with Service.open(home, engine=engine) as svc:
+        rounds = [(e.action, e.outcome) for e in svc.privacy.audit.entries() if e.action.startswith("federation")]
+        assert rounds == [("federation.round", "released"), ("federation.round.end", "incomplete")]
+        assert Federation(svc.settings, svc.privacy, svc.calibration).budget(svc.clock())["spent_last_365_days"] == 1

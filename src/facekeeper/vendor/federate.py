@@ -115,6 +115,9 @@ def serve(sites: int, layout: Layout, work: Path, bin_dir: Path, *, host: str = 
         raise FederationError(f"the round did not complete within {timeout:g} s (fewer than {sites} sites, or"
                               f" SecAgg+ halted): see {work / 'superlink.log'}")
     raw = json.loads(out.read_text(encoding="utf-8"))
+    if raw.get("halted"):
+        raise FederationError("the round halted: SecAgg+ could not unmask the sum (a site dropped out, or went"
+                              f" offline before its reply was collected), though flwr reported success: see {work}")
     if int(raw["sites"]) != sites:
         raise FederationError(f"the round summed {raw['sites']} sites, not {sites}")
     agg = Aggregate(layout, np.asarray(raw["vector"], np.int64), int(raw["sites"]), float(raw["completed_at"]))
