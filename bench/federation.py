@@ -33,6 +33,7 @@ from facekeeper import evaluation  # noqa: E402
 from facekeeper.config import EngineSettings  # noqa: E402
 from facekeeper.engine import Engine  # noqa: E402
 from facekeeper.federation.flower import ENV_FLOWER_BIN, free_port  # noqa: E402
+from facekeeper.federation.join import Federation  # noqa: E402
 from facekeeper.federation.pairs import PairPlan  # noqa: E402
 from facekeeper.matching import CalibrationTable  # noqa: E402
 from facekeeper.privacy import ConsentForm  # noqa: E402
@@ -69,11 +70,11 @@ def embedded(root: Path, cache: Path, engine: Engine) -> dict[str, np.ndarray]:
     return out
 
 
-def build_site(home: Path, people: dict[str, np.ndarray], engine: Engine) -> Path:
+def build_site(home: Path, people: dict[str, np.ndarray], engine: Engine, yearly: float = math.inf) -> Path:
     svc = Service.init(home / "data", home / "keys")
     svc.engine = engine
     svc.set_notice(**NOTICE)
-    svc.settings.federation.yearly_epsilon = math.inf
+    svc.settings.federation.yearly_epsilon = yearly
     svc.settings.federation.flower_bin = str(FLOWER)
     svc.settings.save()
     for sid, vectors in people.items():
@@ -138,7 +139,8 @@ def fmt(v: float | None, spec: str = ".4f") -> str:
 def demo(workdir: Path) -> None:
     rng = np.random.default_rng(2026)
     engine = Engine(EngineSettings())
-    homes = [build_site(workdir / name, synthetic(rng, n, 5), engine) for name, n in (("site-a", 80), ("site-b", 70))]
+    homes = [build_site(workdir / name, synthetic(rng, n, 5), engine, yearly=4.0)
+             for name, n in (("site-a", 80), ("site-b", 70))]
     agg, seconds = federated_round(homes, workdir / "vendor", 1.0)
     tables, prov = tables_from_sum(agg, epsilon=1.0, sensitivity=PairPlan(8, 4, 6).sensitivity)
     print(f"one round between {agg.sites} sites in {seconds:.0f} s (SuperLink, 2 SuperNodes, SecAgg+, epsilon 1)")
@@ -148,9 +150,10 @@ def demo(workdir: Path) -> None:
     for home in homes:
         with Service.open(home) as svc:
             e = [x for x in svc.privacy.audit.entries() if x.action == "federation.round"][-1]
+            budget = Federation(svc.settings, svc.privacy, svc.calibration).budget(svc.clock())
             print(f"{home.parent.name}: audited release of {e.detail['bytes']} bytes, sha256"
-                  f" {e.detail['sha256'][:16]}..., epsilon {e.detail['epsilon']}; budget left"
-                  f" {svc.settings.federation.yearly_epsilon}")
+                  f" {e.detail['sha256'][:16]}..., epsilon {e.detail['epsilon']}; spent"
+                  f" {budget['spent_last_365_days']:g} of {budget['yearly_epsilon']:g} this year")
 
 
 def full(workdir: Path) -> None:
