@@ -154,3 +154,23 @@ def test_eval_command_writes_the_report(people: Path, tmp_path: Path) -> None:
     data = json.loads(result.output)
     assert data["genuine_pairs"] == 6 and data["failure_to_acquire"]["count"] == 1
     assert out.read_text().startswith("# Accuracy on six volunteers") and out.with_suffix(".png").exists()
+
+
+def test_eval_reports_fast_and_accurate_side_by_side_on_the_same_pairs(people: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from facekeeper.cli.main import app
+
+    out = tmp_path / "modes.md"
+    result = CliRunner().invoke(app, ["--json", "eval", str(people), "--out", str(out), "--groups",
+                                      str(LONDON / "info.csv")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    accurate = data["accurate"]
+    assert accurate["model_id"].startswith("fusion-") and accurate["genuine_pairs"] == data["genuine_pairs"] == 6
+    assert accurate["impostor_pairs"] == data["impostor_pairs"] == 60 and accurate["eer"]["rate"] == 0
+    assert accurate["groups"] and [r["target_fmr"] for r in accurate["shipped_thresholds"]] == [1e-5, 1e-4, 1e-3, 1e-2]
+    text = out.read_text()
+    for needle in ("## Fast and accurate side by side", "accurate FNMR [95% CI]", "Accurate mode per group"):
+        assert needle in text
+    fast_only = CliRunner().invoke(app, ["--json", "eval", str(people), "--out", str(out), "--modes", "fast"])
+    assert fast_only.exit_code == 0 and "accurate" not in json.loads(fast_only.output)

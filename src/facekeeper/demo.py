@@ -144,8 +144,9 @@ def run(images: Path, workdir: Path) -> int:
         console.print(f"  till (payment): {r.match.subject_id if r.match else 'unknown'} among "
                       f"{r.searched_subjects} consented subject(s)")
 
-        say(f"At the till, payment runs in {svc.settings.purposes['payment'].mode} mode (dlib + FaceNet fused);"
-            f" {PAYMENT_ONLY} was enrolled for it, so both templates were stored")
+        say(f"At the till, payment asks for {svc.settings.purposes['payment'].mode} mode (dlib + FaceNet fused)"
+            + (f"; {PAYMENT_ONLY} was enrolled for it, so both templates were stored" if svc.fusion is not None
+               else ", which this bundle does not sign yet: the answers say what ran"))
         v = svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="payment")
         d = v.decision
         console.print(f"  {PAYMENT_ONLY} pays: {'MATCH' if d.match else 'NO MATCH'} in {d.mode} mode, score "

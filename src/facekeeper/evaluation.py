@@ -522,7 +522,11 @@ def plot(ev: Evaluation, path: Path) -> None:
             det.annotate(f"FMR {p.target_fmr:g}", (max(p.measured_fmr, floor_fmr), max(p.fnmr, floor_fnmr)),
                          textcoords="offset points", xytext=(6, 6), fontsize=8)
     eer, _ = equal_error_rate(ev.genuine, ev.impostor)
-    det.plot([floor_fmr, 1], [floor_fmr, 1], ":", color="grey", lw=0.8, label=f"EER {100 * eer:.2f}%")
+    eer_label = f"EER {100 * eer:.2f}%"
+    if ev.accurate is not None and len(ev.accurate.genuine) and len(ev.accurate.impostor):
+        accurate_eer, _ = equal_error_rate(ev.accurate.genuine, ev.accurate.impostor)
+        eer_label = f"EER fast {100 * eer:.2f}%, accurate {100 * accurate_eer:.3f}%"
+    det.plot([floor_fmr, 1], [floor_fmr, 1], ":", color="grey", lw=0.8, label=eer_label)
     det.set(xscale="log", yscale="log", xlim=(floor_fmr, 1), ylim=(floor_fnmr, 1),
             xlabel="false match rate (FMR)", ylabel="false non-match rate (FNMR)",
             title=f"DET: {ev.dataset} ({len(ev.genuine):,} genuine, {len(ev.impostor):,} impostor pairs)")

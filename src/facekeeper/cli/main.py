@@ -192,9 +192,11 @@ def verify(
     with service() as svc:
         r = svc.verify(probe, reference, subject_id=subject, fmr=fmr, purpose=purpose)
     d = r.decision
+    score = "distance" if d.mode == "fast" else "fused score"
     emit(r.to_dict(), lambda: out.print(
-        f"{'MATCH' if d.match else 'NO MATCH'}: distance {d.distance:.3f} (threshold {d.threshold:.3f} "
-        f"for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of the time"))
+        f"{'MATCH' if d.match else 'NO MATCH'} ({d.mode} mode): {score} {d.distance:.3f} (threshold "
+        f"{d.threshold:.3f} for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of"
+        f" the time" + (f"\n{r.note}" if r.note else "")))
 
 
 @app.command()
@@ -211,11 +213,14 @@ def identify(
     def human() -> None:
         if r.match:
             m = r.match
-            out.print(f"Identified {m.subject_id}{f' ({m.name})' if m.name else ''}: distance "
-                      f"{m.decision.distance:.3f} <= {m.decision.threshold:.3f}")
+            out.print(f"Identified {m.subject_id}{f' ({m.name})' if m.name else ''} ({m.decision.mode} mode): "
+                      f"score {m.decision.distance:.3f} <= {m.decision.threshold:.3f} at FPIR {r.target_fpir:g}"
+                      f" (FMR {r.target_fmr:.2g} per comparison)")
         else:
-            out.print(f"unknown: nobody among {r.searched_subjects} subject(s) is within the threshold "
-                      f"for FPIR {r.target_fpir:g}")
+            out.print(f"unknown ({r.mode} mode): nobody among {r.searched_subjects} subject(s) is within the"
+                      f" threshold for FPIR {r.target_fpir:g} (FMR {r.target_fmr:.2g} per comparison)")
+        if r.note:
+            out.print(r.note)
         table = Table("subject", "distance", "threshold", "match")
         for c in r.candidates:
             table.add_row(c.subject_id, f"{c.decision.distance:.3f}", f"{c.decision.threshold:.3f}",
