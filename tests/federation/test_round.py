@@ -241,3 +241,69 @@ def test_a_round_that_does_not_complete_fails_on_both_sides(tmp_path: Path, engi
         rounds = [(e.action, e.outcome) for e in svc.privacy.audit.entries() if e.action.startswith("federation")]
         assert rounds == [("federation.round", "released"), ("federation.round.end", "incomplete")]
         assert Federation(svc.settings, svc.privacy, svc.calibration).budget(svc.clock())["spent_last_365_days"] == 1
+
+
+def make_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a SuperLink certificate for 127.0.0.1: (certificate, key, CA certificate)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    folder.mkdir()
+
+    def build(subject: x509.Name, issuer: x509.Name, public, signer, extension, critical: bool):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(hours=2)).add_extension(extension, critical=critical)
+                .sign(signer, hashes.SHA256()))
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test vendor CA")])
+    ca = build(ca_name, ca_name, ca_key.public_key(), ca_key, x509.BasicConstraints(ca=True, path_length=None), True)
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), ca_name, key.public_key(), ca_key,
+                 san, False)
+    paths = (folder / "superlink.pem", folder / "superlink.key", folder / "ca.pem")
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+@pytest.mark.slow
+def test_a_round_over_tls_completes_and_the_wire_carries_no_readable_message(tmp_path: Path, engine: Engine) -> None:
+    cert, key, ca = make_tls(tmp_path / "tls")
+    rng = np.random.default_rng(21)
+    homes = []
+    for name in ("a", "b"):
+        svc = site(tmp_path / name, engine, synthetic_people(rng, 20, 3), prefix=name)
+        configure(svc, epsilon=1.0, yearly=4.0)
+        homes.append(svc.settings.data_dir)
+        svc.close()
+    port = free_port()
+    vendor = subprocess.Popen([str(BIN / "facekeeper-vendor"), "federate", "serve", "--sites", "2", "--work",
+                               str(tmp_path / "vendor"), "--port", str(port), "--tls-cert", str(cert), "--tls-key",
+                               str(key), "--tls-ca", str(ca), "--timeout", "240", "--flower", str(FLOWER)],
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tap = Wiretap(port)
+    try:
+        joins = [facekeeper(h, "federate", "join", "--superlink", f"127.0.0.1:{tap.port}", "--root-certificates",
+                            str(ca), "--timeout", "240") for h in homes]
+        for j in joins:
+            out, err = j.communicate(timeout=300)
+            assert j.returncode == 0 and json.loads(out)["completed"], out + err[-3000:]
+        v_out, v_err = vendor.communicate(timeout=120)
+        assert vendor.returncode == 0, v_out + v_err[-3000:]
+    finally:
+        tap.close()
+        if vendor.poll() is None:
+            vendor.terminate()
+            vendor.wait(30)
+    assert len(tap.sent) > 10_000
+    assert b"fleet" not in tap.sent and b"HTTP/1.1" not in tap.sent  # TLS from the first byte on
