@@ -59,6 +59,8 @@ def test_accurate_enrollment_keeps_a_facenet_template_per_photo_and_fast_enrollm
     assert site.gallery.templates(paid.pseudonym, FACENET_MODEL_ID).shape == (2, 512)
     assert site.gallery.templates(door.pseudonym, FACENET_MODEL_ID).shape == (0, 512)
     assert site.gallery.subject(paid.pseudonym).templates == 2
+    held = site.export_subject("001")["face"]["templates_by_model"]  # the person sees both models' templates
+    assert held == {"dlib-resnet-v1": 2, FACENET_MODEL_ID: 2}
 
 
 def test_payment_verify_is_fused_at_the_purpose_fmr_with_the_shipped_threshold(site: Service) -> None:

@@ -31,6 +31,9 @@ def subject_access(privacy: Privacy, actor: Actor, subject_id: str) -> dict[str,
             face = {"enrolled": True, "templates": info.templates, "display_name": info.name,
                     "enrolled_at": iso(info.created_at), "template_dates": [iso(t) for t in info.template_dates],
                     "models": sorted({r.model_id for r in rows}),
+                    # accurate-mode purposes keep a FaceNet template beside each dlib one: both are held
+                    "templates_by_model": {m: sum(r.model_id == m for r in rows) for m in sorted({r.model_id
+                                                                                                 for r in rows})},
                     "protection": "rotated by a deployment secret, AES-256-GCM under this person's own key"}
         consents = []
         for c in privacy.ledger.of_subject(pseudonym):
