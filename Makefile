@@ -3,7 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+FLOWER_VENV := .venv-flower
+FLOWER_REQS := src/facekeeper/vendor/flower_app/requirements.txt
+
+.PHONY: demo test lint clean flower-env
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +20,24 @@ $(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.demo-installed
 
+# Flower (federated calibration) pins older protobuf/typer/rich/fastapi than facekeeper, so it gets its own
+# environment; facekeeper only starts its programs (docs/federation.md).
+$(FLOWER_VENV)/.installed: $(FLOWER_REQS)
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install -q -r $(FLOWER_REQS)
+	touch $@
+
+flower-env: $(FLOWER_VENV)/.installed
+
 demo: $(VENV)/.demo-installed
 	$(PY) -m facekeeper.demo --images tests/data --workdir demo-deployment
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests bench
 
-test: lint
+test: lint flower-env
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) demo-deployment .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) demo-deployment .pytest_cache .ruff_cache
