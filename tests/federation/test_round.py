@@ -277,27 +277,36 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
 
 
 @pytest.mark.slow
-def test_a_round_over_tls_completes_and_the_wire_carries_no_readable_message(tmp_path: Path, engine: Engine) -> None:
+def test_a_round_over_tls_admits_registered_nodes_only_and_carries_no_plaintext(tmp_path: Path,
+                                                                                engine: Engine) -> None:
     cert, key, ca = make_tls(tmp_path / "tls")
     rng = np.random.default_rng(21)
+    registered = tmp_path / "node-keys"
+    registered.mkdir()
     homes = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "rogue"):
         svc = site(tmp_path / name, engine, synthetic_people(rng, 20, 3), prefix=name)
         configure(svc, epsilon=1.0, yearly=4.0)
         homes.append(svc.settings.data_dir)
         svc.close()
+        keygen = facekeeper(homes[-1], "federate", "keygen", "--out", str(tmp_path / name / "node"))
+        assert keygen.wait(60) == 0
+        if name != "rogue":
+            shutil.copy(tmp_path / name / "node" / "supernode.pub", registered / f"{name}.pub")
     port = free_port()
     vendor = subprocess.Popen([str(BIN / "facekeeper-vendor"), "federate", "serve", "--sites", "2", "--work",
                                str(tmp_path / "vendor"), "--port", str(port), "--tls-cert", str(cert), "--tls-key",
-                               str(key), "--tls-ca", str(ca), "--timeout", "240", "--flower", str(FLOWER)],
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               str(key), "--tls-ca", str(ca), "--node-keys", str(registered), "--timeout", "240",
+                               "--flower", str(FLOWER)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     tap = Wiretap(port)
     try:
         joins = [facekeeper(h, "federate", "join", "--superlink", f"127.0.0.1:{tap.port}", "--root-certificates",
-                            str(ca), "--timeout", "240") for h in homes]
+                            str(ca), "--auth-key", str(h.parent / "node" / "supernode.key"), "--timeout",
+                            "40" if h.parent.name == "rogue" else "240") for h in homes]
+        outcomes = []
         for j in joins:
             out, err = j.communicate(timeout=300)
-            assert j.returncode == 0 and json.loads(out)["completed"], out + err[-3000:]
+            outcomes.append((j.returncode, out, err))
         v_out, v_err = vendor.communicate(timeout=120)
         assert vendor.returncode == 0, v_out + v_err[-3000:]
     finally:
@@ -305,5 +314,9 @@ def test_a_round_over_tls_completes_and_the_wire_carries_no_readable_message(tmp
         if vendor.poll() is None:
             vendor.terminate()
             vendor.wait(30)
+    for code, out, err in outcomes[:2]:
+        assert code == 0 and json.loads(out)["completed"], out + err[-3000:]
+    assert outcomes[2][0] == FederationError.exit_code  # an unregistered node is never admitted
+    assert json.loads((tmp_path / "vendor" / "aggregate.json").read_text())["sites"] == 2
     assert len(tap.sent) > 10_000
     assert b"fleet" not in tap.sent and b"HTTP/1.1" not in tap.sent  # TLS from the first byte on

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from facekeeper.errors import InvalidInput
+from facekeeper.federation.flower import node_keypair
 from facekeeper.federation.histogram import Layout
 from facekeeper.federation.join import Federation
 
@@ -62,3 +63,15 @@ def budget() -> None:
     cli.emit(data, lambda: cli.out.print(
         f"Spent {data['spent_last_365_days']:g} of {data['yearly_epsilon']:g} in the last 365 days; a round costs"
         f" {data['round_epsilon']:g}."))
+
+
+@app.command("keygen")
+def keygen(out: Annotated[Path, typer.Option(help="Folder for supernode.key (0600) and supernode.pub.")]) -> None:
+    """A key pair for SuperNode authentication: send supernode.pub to the vendor, keep supernode.key here."""
+    from facekeeper.cli import main as cli
+
+    with cli.handled():
+        private, public = node_keypair(out)
+    cli.emit({"private": str(private), "public": str(public)}, lambda: cli.out.print(
+        f"private key: {private} (stays on this site; join --auth-key)\npublic key:  {public} (for the vendor)"))
+

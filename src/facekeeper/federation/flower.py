@@ -89,3 +89,23 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def node_keypair(folder: Path) -> tuple[Path, Path]:
+    """A SuperNode key pair for SuperLink authentication: ``supernode.key`` (0600) and ``supernode.pub``
+    (OpenSSH, EC P-384), the public half for the vendor to register."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private, public = folder / "supernode.key", folder / "supernode.pub"
+    if private.exists():
+        raise FederationError(f"{private} exists already: keep it, or remove it to make a new pair")
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                   serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH) + b"\n")
+    return private, public

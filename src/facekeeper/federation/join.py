@@ -42,6 +42,7 @@ ROUND = "federation.round"
 ROUND_END = "federation.round.end"
 YEAR_SECONDS = 365 * 86_400.0
 LINGER = 20.0  # seconds a node stays online after its last SecAgg+ stage (see run_supernode)
+RETRY = 5.0  # seconds before a node turned away at the door tries again
 CLIP = 2**24  # the ClientApp's bound (fk_calibration.CLIP): counts beyond it cannot be summed exactly
 
 
@@ -193,34 +194,41 @@ def run_supernode(release: Release, superlink: str, bin_dir: Path, work: Path, *
 
     After its last stage the node stays online ``linger`` seconds: the SuperLink answers "node unavailable"
     for the reply of a node that went offline before the ServerApp collected it, and SecAgg+ then halts for
-    everyone. Returns the SecAgg+ stages this node completed, in order. The node runs in its own process
-    group, which is ended (SIGTERM, then SIGKILL) before this returns.
+    everyone. A node that exits before any stage (turned away: its key not registered yet, the SuperLink not
+    up yet) is started again until the deadline. Returns the SecAgg+ stages this node completed, in order.
+    The node runs in its own process group, which is ended (SIGTERM, then SIGKILL) before this returns.
     """
     payload, status, log = work / "release.npy", work / "status.jsonl", work / "supernode.log"
     np.save(payload, release.vector)
-    cmd = [str(bin_dir / "flower-supernode"), "--superlink", superlink, "--port", str(free_port()),
-           "--node-config", f'payload="{payload}" status="{status}"', "--max-wait-time", str(int(timeout))]
-    cmd += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
-    if auth_key is not None:
-        cmd += ["--auth-supernode-private-key", str(auth_key)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=flower_env(bin_dir, work / "flwr-home"), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     stages: list[str] = []
-    try:
-        while time.monotonic() < deadline:
-            stages = read_stages(status)
-            if "unmask" in stages or proc.poll() is not None:
-                break
-            time.sleep(0.25)
-        if "unmask" in stages:
-            end = min(time.monotonic() + linger, deadline)
-            while time.monotonic() < end and proc.poll() is None:
+    while time.monotonic() < deadline and not stages:
+        cmd = [str(bin_dir / "flower-supernode"), "--superlink", superlink, "--port", str(free_port()),
+               "--node-config", f'payload="{payload}" status="{status}"',
+               "--max-wait-time", str(max(int(deadline - time.monotonic()), 1))]
+        cmd += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
+        if auth_key is not None:
+            cmd += ["--auth-supernode-private-key", str(auth_key)]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, env=flower_env(bin_dir, work / "flwr-home"), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            while time.monotonic() < deadline:
+                stages = read_stages(status)
+                if "unmask" in stages or proc.poll() is not None:
+                    break
                 time.sleep(0.25)
-        stages = read_stages(status)
-    finally:
-        stop_group(proc)
+            if "unmask" in stages:
+                end = min(time.monotonic() + linger, deadline)
+                while time.monotonic() < end and proc.poll() is None:
+                    time.sleep(0.25)
+            stages = read_stages(status)
+        finally:
+            stop_group(proc)
+        if not stages and time.monotonic() < deadline:
+            # the SuperLink turned the node away before the round started (e.g. its key is not registered
+            # yet): try again until the deadline; a node that took part in a stage is never restarted
+            time.sleep(min(RETRY, max(deadline - time.monotonic(), 0)))
     return stages
 
 

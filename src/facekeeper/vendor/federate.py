@@ -68,16 +68,20 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 
 def serve(sites: int, layout: Layout, work: Path, bin_dir: Path, *, host: str = "127.0.0.1", port: int = 9092,
-          timeout: float = 600.0, tls: tuple[Path, Path, Path] | None = None) -> Aggregate:
+          timeout: float = 600.0, tls: tuple[Path, Path, Path] | None = None,
+          node_keys: Sequence[Path] = ()) -> Aggregate:
     """Run a SuperLink on ``host:port``, submit one round for ``sites`` sites, return the sum when it completed.
 
     ``tls`` is (certificate, key, CA certificate); without it the SuperLink runs ``--insecure`` (loopback
-    tests only). A round counts as completed only when the ServerApp wrote the sum of exactly ``sites``
-    releases: ``flwr run`` reports success as soon as the run is submitted, and exits 0 even when SecAgg+
-    halts, so its exit code proves nothing.
+    tests only). ``node_keys`` (public keys of the sites' SuperNodes, OpenSSH format; needs TLS) turns on
+    SuperNode authentication: only those nodes may join. A round counts as completed only when the ServerApp
+    wrote the sum of exactly ``sites`` releases: ``flwr run`` reports success as soon as the run is submitted,
+    and exits 0 even when SecAgg+ halts, so its exit code proves nothing.
     """
     if sites < 2:
         raise InvalidInput("a round needs at least two sites: the sum of one site is that site's release")
+    if node_keys and tls is None:
+        raise InvalidInput("SuperNode authentication needs TLS (Flower refuses it over plaintext)")
     work.mkdir(parents=True, exist_ok=True)
     home = work / "flwr-home"
     home.mkdir(exist_ok=True)
@@ -91,11 +95,23 @@ def serve(sites: int, layout: Layout, work: Path, bin_dir: Path, *, host: str = 
     cmd = [str(bin_dir / "flower-superlink"), "--host", host, "--port", str(port)]
     cmd += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1]), "--ssl-ca-certfile", str(tls[2])] if tls \
         else ["--insecure"]
+    if node_keys:
+        cmd.append("--enable-supernode-auth")
     with (work / "superlink.log").open("wb") as log:
         link = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     try:
         _wait_port(host, port, link, 60.0)
+        for key in node_keys:
+            reg = subprocess.run([str(bin_dir / "flwr"), "supernode", "register", str(key), "vendor", "--format",
+                                  "json"], env=env, capture_output=True, text=True, timeout=60,
+                                 stdin=subprocess.DEVNULL)
+            try:
+                registered = json.loads(reg.stdout).get("success") is True
+            except ValueError:
+                registered = False
+            if not registered:
+                raise FederationError(f"could not register the SuperNode key {key}: {(reg.stdout + reg.stderr)[-300:]}")
         config = f'num-sites={sites} vector-length={layout.length} out="{out}" timeout={float(timeout)}'
         run = subprocess.run([str(bin_dir / "flwr"), "run", str(APP_DIR), "vendor", "--run-config", config,
                               "--format", "json"], env=env, capture_output=True, text=True, timeout=120,

@@ -33,6 +33,8 @@ def serve_round(
     sensitivity: Annotated[int, typer.Option(help="Per-person sensitivity the sites used (provenance).")] = 102,
     calibration: Annotated[Path | None, typer.Option(help="calibration.json to update with the new tables.")] = None,
     flower: Annotated[str, typer.Option(help="Folder with Flower's programs [env, then PATH].")] = "",
+    node_keys: Annotated[Path | None, typer.Option(help="Folder of the sites' SuperNode public keys (*.pub):"
+                                                        " only they may join (needs TLS).")] = None,
 ) -> None:
     """Run one round; write the sum, the tables and their provenance; optionally update calibration.json.
 
@@ -50,8 +52,11 @@ def serve_round(
             layout = Layout.parse(modes)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        keys = sorted(node_keys.glob("*.pub")) if node_keys is not None else []
+        if node_keys is not None and not keys:
+            raise InvalidInput(f"no *.pub SuperNode keys in {node_keys}")
         agg = serve(sites, layout, work, flower_bin(flower), host=host, port=port, timeout=timeout,
-                    tls=tls)  # type: ignore[arg-type]
+                    tls=tls, node_keys=keys)  # type: ignore[arg-type]
         tables, provenance = tables_from_sum(agg, epsilon=epsilon, sensitivity=sensitivity)
         (work / "tables.json").write_text(json.dumps({"tables": [t.to_dict() for t in tables.values()],
                                                       "provenance": provenance}, indent=2) + "\n")
