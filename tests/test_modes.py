@@ -4,6 +4,7 @@ mode and which false-match rate it used."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,15 @@ def test_accurate_enrollment_keeps_a_facenet_template_per_photo_and_fast_enrollm
     assert site.gallery.subject(paid.pseudonym).templates == 2
     held = site.export_subject("001")["face"]["templates_by_model"]  # the person sees both models' templates
     assert held == {"dlib-resnet-v1": 2, FACENET_MODEL_ID: 2}
+
+
+def test_enroll_dir_for_an_accurate_purpose_stores_both_templates(site: Service, tmp_path: Path) -> None:
+    for person in ("001", "002"):
+        shutil.copytree(DATA / "london" / person, tmp_path / "folder" / person)
+    summary = site.enroll_dir(tmp_path / "folder", workers=1, purpose="payment")
+    assert summary.enrolled == {"001": 2, "002": 2}
+    for person in ("001", "002"):
+        assert site.gallery.templates(site.gallery.resolve(person), FACENET_MODEL_ID).shape == (2, 512)
 
 
 def test_payment_verify_is_fused_at_the_purpose_fmr_with_the_shipped_threshold(site: Service) -> None:
