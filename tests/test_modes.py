@@ -47,6 +47,18 @@ def test_payment_defaults_to_accurate_and_every_other_purpose_to_fast() -> None:
         "access-control": "fast", "payment": "accurate", "attendance": "fast", "model-improvement": "fast"}
 
 
+def test_a_settings_file_written_before_modes_keeps_deciding_fast(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys")
+    settings.data_dir.mkdir()
+    settings.save()
+    text = settings.config_path.read_text()
+    assert 'mode = "accurate"' in text
+    settings.config_path.write_text(text.replace('mode = "accurate"\n', "").replace('mode = "fast"\n', ""))
+    assert config.load(settings.data_dir).purposes["payment"].mode == "fast"
+    settings.config_path.write_text(text)
+    assert config.load(settings.data_dir).purposes["payment"].mode == "accurate"
+
+
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "d", key_dir=tmp_path / "k")
     settings.purposes["payment"].mode = "fastest"

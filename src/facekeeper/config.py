@@ -298,6 +298,10 @@ def _purposes(raw: Any) -> dict[str, PurposeSettings]:
     out = default_purposes()
     for purpose, table in raw.items():
         out[purpose] = _section(PurposeSettings, table, f"purposes.{purpose}", out.get(purpose))
+        if isinstance(table, dict) and "mode" not in table:
+            # written before modes existed: it decided in fast mode, and an upgrade must not change that
+            # silently (nor pair accurate mode with the FMR the file pins); set mode to opt in
+            out[purpose].mode = "fast"
     return out
 
 
