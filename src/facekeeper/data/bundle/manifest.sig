@@ -1,5 +1,5 @@
 {
   "algorithm": "ed25519",
-  "key_id": "97155809799ce42d",
-  "signature": "pd6/Q9xWf4DKze6YmTByOVjqxUje+QaVmPd0sNFdzQQchuqJxyp4QiBiwg2DH0uK+GcEmo6VAl39agwJW0qyCw=="
+  "key_id": "e799a1f89321d331",
+  "signature": "j/UYVmOI2zyJLiUhr7QH3HsI6aCvkly8v2RXtgvRyftnn9ETu739qe5qzW5/9t6qBqZyDGMsYAAzfrRFVzIyAw=="
 }
