@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLOWER_VENV := .venv-flower
 FLOWER_REQS := src/facekeeper/vendor/flower_app/requirements.txt
 
-.PHONY: demo test lint clean flower-env
+.PHONY: demo test lint clean flower-env federation-demo
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ $(FLOWER_VENV)/.installed: $(FLOWER_REQS)
 
 flower-env: $(FLOWER_VENV)/.installed
 
+# one federated round between two local sites (about a minute; not part of `make demo`)
+federation-demo: $(VENV)/.demo-installed flower-env
+	rm -rf federation-demo
+	$(PY) bench/federation.py --demo --workdir federation-demo
+
 demo: $(VENV)/.demo-installed
 	$(PY) -m facekeeper.demo --images tests/data --workdir demo-deployment
 
@@ -40,4 +45,4 @@ test: lint flower-env
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) $(FLOWER_VENV) demo-deployment .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) demo-deployment federation-demo .pytest_cache .ruff_cache
