@@ -726,8 +726,7 @@ def new_index() -> VectorIndex:
 def index_label(index: VectorIndex) -> str:
     if index.kind == "exact":
         return "exact"
-    inner = faiss.downcast_index(index._index)  # the bench reads the list count the index chose
-    return f"IVF-Flat nlist {inner.nlist}, nprobe {index.nprobe}"
+    return f"IVF-Flat nlist {index.nlist}, nprobe {index.nprobe}"
 
 
 @dataclass

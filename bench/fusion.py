@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +46,12 @@ def centred(v: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def fnmr_cell(gen: np.ndarray, imp: np.ndarray, fmr: float) -> str:
     op = evaluation.operating_point(gen, imp, fmr)
     if op.threshold is None:
         return "n/a"
     k = int(np.sum(gen > op.threshold))
-    lo, hi = wilson(k, len(gen))
+    lo, hi = evaluation.wilson_interval(k, len(gen))
     return f"{k / len(gen):.4f} [{lo:.4f}, {hi:.4f}]"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +52,10 @@ def deployment(tmp_path: Path, engine: Engine) -> Iterator[Service]:
     ready(svc)
     yield svc
     svc.close()
+
+
+def network_namespace_available() -> bool:
+    """Whether an empty network namespace can be made here (``unshare -n``, with ``ip`` to raise loopback)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0

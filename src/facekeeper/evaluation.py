@@ -602,22 +602,12 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
         lines += ["## The shipped thresholds on this data", "",
                   f"Calibration table in the signed bundle: {ev.shipped.source} ({ev.shipped.impostor_pairs:,}"
                   " impostor pairs). What the product would decide here:", "",
-                  "| target FMR | shipped threshold | FMR here | FNMR here |", "|---|---|---|---|"]
-        for fmr, threshold, fnmr, measured in ev.at_shipped():
-            lines.append(f"| {fmr:g} | {threshold:.4f} | {_rate(measured)} | {_pct(fnmr)} |")
+                  *_shipped_table(ev)]
         lines.append("")
     if ev.groups:
-        fmrs = [f for f, _ in ev.shipped.points] if ev.shipped else []
         lines += ["## Per group, at the shipped thresholds", "",
                   "Both photos of every pair belong to the group. Small groups give coarse rates: read the pair"
-                  " counts.", "",
-                  "| group | people | genuine pairs | impostor pairs | "
-                  + " | ".join(f"FNMR / FMR at {f:g}" for f in fmrs) + " |",
-                  "|---|---|---|---|" + "---|" * len(fmrs)]
-        for g in ev.groups:
-            cells = " | ".join(f"{_pct(fnmr, 1)} / {_rate(fmr)}" for _, _, fnmr, fmr in g.at_shipped)
-            lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
-                         f" {cells} |")
+                  " counts.", "", *_group_table(ev)]
         lines.append("")
     if ev.accurate is not None:
         lines += side_by_side(ev, ev.accurate)
@@ -652,20 +642,31 @@ def side_by_side(fast: Evaluation, accurate: Evaluation) -> list[str]:
         lines += ["", f"EER: fast {_pct(ef)}, accurate {_pct(ea)}."]
     if accurate.shipped:
         lines += ["", f"Accurate mode's shipped thresholds (fused score; {accurate.shipped.source}):", "",
-                  "| target FMR | shipped threshold | FMR here | FNMR here |", "|---|---|---|---|"]
-        for fmr, threshold, fnmr, measured in accurate.at_shipped():
-            lines.append(f"| {fmr:g} | {threshold:.4f} | {_rate(measured)} | {_pct(fnmr)} |")
+                  *_shipped_table(accurate)]
     if accurate.groups:
-        fmrs = [f for f, _ in accurate.shipped.points] if accurate.shipped else []
-        lines += ["", "Accurate mode per group, at its shipped thresholds:", "",
-                  "| group | people | genuine pairs | impostor pairs | "
-                  + " | ".join(f"FNMR / FMR at {f:g}" for f in fmrs) + " |",
-                  "|---|---|---|---|" + "---|" * len(fmrs)]
-        for g in accurate.groups:
-            cells = " | ".join(f"{_pct(fnmr, 1)} / {_rate(fmr)}" for _, _, fnmr, fmr in g.at_shipped)
-            lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
-                         f" {cells} |")
+        lines += ["", "Accurate mode per group, at its shipped thresholds:", "", *_group_table(accurate)]
     return [*lines, ""]
+
+
+def _shipped_table(ev: Evaluation) -> list[str]:
+    """What the shipped thresholds decide on this data: one row per target FMR."""
+    lines = ["| target FMR | shipped threshold | FMR here | FNMR here |", "|---|---|---|---|"]
+    for fmr, threshold, fnmr, measured in ev.at_shipped():
+        lines.append(f"| {fmr:g} | {threshold:.4f} | {_rate(measured)} | {_pct(fnmr)} |")
+    return lines
+
+
+def _group_table(ev: Evaluation) -> list[str]:
+    """FNMR and FMR per group at the shipped thresholds, with the pair counts that bound their precision."""
+    fmrs = [f for f, _ in ev.shipped.points] if ev.shipped else []
+    lines = ["| group | people | genuine pairs | impostor pairs | "
+             + " | ".join(f"FNMR / FMR at {f:g}" for f in fmrs) + " |",
+             "|---|---|---|---|" + "---|" * len(fmrs)]
+    for g in ev.groups:
+        cells = " | ".join(f"{_pct(fnmr, 1)} / {_rate(fmr)}" for _, _, fnmr, fmr in g.at_shipped)
+        lines.append(f"| {g.attribute}={g.value} | {g.people} | {g.genuine_pairs:,} | {g.impostor_pairs:,} |"
+                     f" {cells} |")
+    return lines
 
 
 def write_report(ev: Evaluation, path: Path, *, with_plot: bool = True) -> list[Path]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from facekeeper.engine import Engine
 from tests.api import workload
 from tests.api.conftest import make_root
 from tests.api.test_sdk import EXPECTED, tokens
+from tests.conftest import network_namespace_available
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,14 +41,8 @@ def test_in_process_workload_makes_no_outbound_attempt(tmp_path: Path, licensed:
     assert guard.attempts == []
 
 
-def _namespace_available() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _namespace_available(), reason="needs unshare -n (root or user namespaces) and ip")
+@pytest.mark.skipif(not network_namespace_available(), reason="needs unshare -n (root or user namespaces) and ip")
 def test_workload_in_an_empty_network_namespace_makes_no_outbound_attempt(tmp_path: Path, licensed: None) -> None:
     root = make_root(tmp_path)
     log = tmp_path / "egress.log"

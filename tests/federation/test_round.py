@@ -33,6 +33,7 @@ from facekeeper.federation.pairs import PairPlan
 from facekeeper.service import Service
 from facekeeper.vendor.cli import app as vendor_app
 from facekeeper.vendor.federate import MIN_FALSE_MATCHES, Aggregate, tables_from_sum
+from tests.conftest import network_namespace_available
 from tests.federation.sites import site, synthetic_people
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,14 +205,8 @@ def test_a_round_sums_the_sites_exactly_and_the_vendor_sees_only_the_sum(tmp_pat
     assert signed["calibration"]["provenance"]["delta"] == 0.0
 
 
-def _namespace_available() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _namespace_available(), reason="needs unshare -n (root or user namespaces) and ip")
+@pytest.mark.skipif(not network_namespace_available(), reason="needs unshare -n (root or user namespaces) and ip")
 def test_the_demo_round_runs_in_an_empty_network_namespace(tmp_path: Path) -> None:
     """Vendor and two sites in a namespace with loopback only: the round needs nothing beyond it."""
     script = f"ip link set lo up && exec {sys.executable} bench/federation.py --demo --workdir {tmp_path / 'run'}"

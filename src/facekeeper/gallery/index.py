@@ -67,7 +67,7 @@ class VectorIndex:
     @property
     def nlist(self) -> int:
         """Inverted lists in use (0 for exact search)."""
-        return self._fitted_nlist() if self.kind == "ivf-flat" else 0
+        return int(faiss.downcast_index(self._index).nlist) if self.kind == "ivf-flat" else 0
 
     @property
     def trained_for(self) -> int:
@@ -79,9 +79,6 @@ class VectorIndex:
         if self.kind == "exact":
             return self.size >= self.exact_below
         return self.size >= REFIT_GROWTH * max(self._trained_for, 1)
-
-    def _fitted_nlist(self) -> int:
-        return int(faiss.downcast_index(self._index).nlist)
 
     def remove(self, ids: np.ndarray) -> int:
         if len(ids) == 0:
