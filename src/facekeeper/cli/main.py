@@ -22,6 +22,7 @@ from rich.table import Table
 
 from facekeeper import config
 from facekeeper.cli import calibrate as calibrate_cli
+from facekeeper.cli import db as db_cli
 from facekeeper.cli import evaluate
 from facekeeper.cli import federate as federate_cli
 from facekeeper.cli import license as license_cli
@@ -50,6 +51,7 @@ subjects_app.command("export")(privacy_cli.subject_export)
 app.add_typer(server_cli.app)  # serve, tenants, keys: the HTTP service
 app.add_typer(calibrate_cli.app, name="calibrate")
 app.add_typer(federate_cli.app, name="federate")
+app.add_typer(db_cli.app, name="db")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
