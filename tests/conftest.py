@@ -14,6 +14,8 @@ from facekeeper.engine import Engine
 from facekeeper.privacy import ConsentForm
 from facekeeper.service import Service
 
+pytest_plugins = ["tests.pg_fixtures"]  # pg_server, pg_url: a real PostgreSQL + pgvector
+
 DATA = Path(__file__).parent / "data"
 LONDON = DATA / "london"
 
