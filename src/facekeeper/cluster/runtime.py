@@ -78,6 +78,10 @@ def node_environment(token_path: Path, *, loopback_only: bool, local: Iterable[s
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_USAGE_STATS_REPORT_URL": DEAD_END + "/",
         "RAY_DISABLE_IMPORT_WARNING": "1",
+        # per-call bookkeeping sent to the GCS: it costs latency on every search and serves only dashboards
+        "RAY_task_events_report_interval_ms": "0",
+        "RAY_enable_metrics_collection": "0",
+        "RAY_event_stats": "0",
     }
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env[name] = DEAD_END
