@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import uuid
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,8 @@ CONFIG_NAME = "facekeeper.toml"
 ENV_HOME = "FACEKEEPER_HOME"
 ENV_KEY = "FACEKEEPER_DEPLOYMENT_KEY"
 ENV_KEY_DIR = "FACEKEEPER_KEY_DIR"
+ENV_DATABASE_URL = "FACEKEEPER_DATABASE_URL"  # the gallery database, with its password: kept out of files
+ENV_KEYSTORE_URL = "FACEKEEPER_KEYSTORE_URL"
 
 
 @dataclass
@@ -68,11 +71,27 @@ class MatchSettings:
 
 
 @dataclass
+class GallerySettings:
+    """Where the gallery lives. The URLs may carry passwords: prefer the environment variables."""
+
+    backend: str = "sqlite"  # sqlite (a file in the data directory) | postgres
+    url: str = ""  # postgres: postgresql://user@host/db; FACEKEEPER_DATABASE_URL overrides
+    # where subject keys live: "" = files in the key directory (one host); a PostgreSQL URL (better another
+    # database than the gallery's) when several hosts serve one gallery. FACEKEEPER_KEYSTORE_URL overrides
+    keystore_url: str = ""
+    pool_size: int = 4  # connections per process
+
+
+@dataclass
 class IndexSettings:
+    backend: str = "faiss"  # faiss (in-process) | pgvector (postgres only) | ray (postgres only)
     exact_below: int = 50_000  # below this many templates exact search is both faster and perfect
     nlist: int = 4096
     nprobe: int = 64
     snapshot_every: int = 1000  # changes applied to the in-memory index before it is persisted again
+    ef_search: int = 400  # pgvector HNSW: recall@1 0.99 at 1M (docs/scaling.md)
+    ray_address: str = ""  # ray: "" starts a local head on 127.0.0.1; else host:port or ray://host:port
+    shards: int = 2  # ray: faiss shards (actors)
 
 
 @dataclass
@@ -172,6 +191,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
     match: MatchSettings = field(default_factory=MatchSettings)
+    gallery: GallerySettings = field(default_factory=GallerySettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
@@ -183,6 +203,43 @@ class Settings:
     @property
     def gallery_path(self) -> Path:
         return self.data_dir / "gallery.db"
+
+    def _keep_secret(self, name: str, url: str) -> str:
+        """A URL with a password goes to the key directory (0600); the settings file keeps it without one."""
+        bare = re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url)
+        if bare != url:
+            self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = self.key_dir / f"{name}.secret"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(url)
+        return bare
+
+    def _secret_url(self, name: str, env: str, configured: str) -> str:
+        """Environment first, then the key directory's copy with its password, then the settings file."""
+        if os.environ.get(env):
+            return os.environ[env]
+        path = self.key_dir / f"{name}.secret"
+        if configured and path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+        return configured
+
+    @property
+    def database_url(self) -> str:
+        """The PostgreSQL URL, or "" for the SQLite file."""
+        if self.gallery.backend != "postgres":
+            return ""
+        return self._secret_url("url", ENV_DATABASE_URL, self.gallery.url)
+
+    @property
+    def gallery_location(self) -> Path | str:
+        """What ``Store`` opens: the SQLite file or the PostgreSQL URL."""
+        return self.database_url or self.gallery_path
+
+    def keystore_location(self, name: str) -> Path | str:
+        """Where subject keys of one kind live: a file named ``name`` in the key directory, or a URL."""
+        url = self._secret_url("keystore_url", ENV_KEYSTORE_URL, self.gallery.keystore_url)
+        return url or self.key_dir / name
 
     @property
     def index_path(self) -> Path:
@@ -207,10 +264,12 @@ class Settings:
             f'deployment_id = "{self.deployment_id}"',
             f'key_dir = "{self.key_dir}"',
         ]
-        for section in ("engine", "quality", "match", "index", "limits", "privacy", "notice", "calibration",
-                        "federation"):
+        for section in ("gallery", "engine", "quality", "match", "index", "limits", "privacy", "notice",
+                        "calibration", "federation"):
             lines.append(f"\n[{section}]")
             for name, value in dataclasses.asdict(getattr(self, section)).items():
+                if section == "gallery" and name in ("url", "keystore_url"):
+                    value = self._keep_secret(name, value)
                 lines.append(f"{name} = {_toml_value(value)}")
         for purpose, ps in self.purposes.items():
             lines.append(f"\n[purposes.{_toml_value(purpose)}]")
@@ -271,8 +330,8 @@ def load(data_dir: Path) -> Settings:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    sections = {"engine": EngineSettings, "quality": QualitySettings, "match": MatchSettings,
-                "index": IndexSettings, "limits": LimitSettings, "privacy": PrivacySettings,
+    sections = {"gallery": GallerySettings, "engine": EngineSettings, "quality": QualitySettings,
+                "match": MatchSettings, "index": IndexSettings, "limits": LimitSettings, "privacy": PrivacySettings,
                 "notice": NoticeSettings, "calibration": CalibrationSettings, "federation": FederationSettings}
     top_known = {"deployment_id", "key_dir", "purposes", *sections}
     unknown = set(raw) - top_known
@@ -332,8 +391,29 @@ def validate_privacy(settings: Settings) -> None:
         raise ConfigError("privacy.filing_warning must be positive and at most privacy.filing_threshold")
 
 
+def validate_storage(settings: Settings) -> None:
+    g, ix = settings.gallery, settings.index
+    if g.backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"gallery.backend must be 'sqlite' or 'postgres', not {g.backend!r}")
+    if g.backend == "postgres" and not settings.database_url:
+        raise ConfigError(f"gallery.backend = postgres needs gallery.url or {ENV_DATABASE_URL}")
+    for name, url in (("gallery.url", settings.database_url), ("gallery.keystore_url", g.keystore_url)):
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{name} must be a postgresql:// URL")
+    if g.pool_size < 1:
+        raise ConfigError("gallery.pool_size must be at least 1")
+    if ix.backend not in ("faiss", "pgvector", "ray"):
+        raise ConfigError(f"index.backend must be 'faiss', 'pgvector' or 'ray', not {ix.backend!r}")
+    if ix.backend in ("pgvector", "ray") and g.backend != "postgres":
+        raise ConfigError(f"index.backend = {ix.backend} reads its vectors from PostgreSQL: set gallery.backend"
+                          " = postgres")
+    if ix.ef_search < 1 or ix.shards < 1:
+        raise ConfigError("index.ef_search and index.shards must be at least 1")
+
+
 def validate(settings: Settings) -> None:
     validate_privacy(settings)
+    validate_storage(settings)
     cal, fed = settings.calibration, settings.federation
     if min(cal.partners, cal.per_partner, fed.partners, fed.per_partner) < 1 or min(cal.genuine, fed.genuine) < 0:
         raise ConfigError("calibration and federation: partners and per_partner must be >= 1, genuine >= 0")

@@ -96,6 +96,14 @@ class GalleryError(FacekeeperError):
     http_status = 500
 
 
+class StoreUnavailable(FacekeeperError):
+    """The database (or a shard of the cluster index) cannot answer now: retry, nothing was decided."""
+
+    code = "store-unavailable"
+    exit_code = 35
+    http_status = 503
+
+
 class ModelMismatch(FacekeeperError):
     """Templates made by another model cannot be compared; the subject must be re-enrolled."""
 

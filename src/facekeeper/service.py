@@ -157,8 +157,13 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
     def init(cls, data_dir: Path, key_dir: Path | None = None, *, clock: Clock | None = None,
+             database_url: str | None = None, keystore_url: str | None = None, index_backend: str | None = None,
              **engine_overrides: Any) -> Service:
-        """Create a deployment: settings, deployment key (0600, outside the data dir) and empty gallery."""
+        """Create a deployment: settings, deployment key (0600, outside the data dir) and empty gallery.
+
+        With ``database_url`` the gallery lives in PostgreSQL, migrated to the current schema first;
+        ``keystore_url`` puts subject keys in a (preferably other) PostgreSQL database too.
+        """
         if (data_dir / config.CONFIG_NAME).exists():
             raise ConfigError(f"a deployment already exists at {data_dir}")
         bundle = load_trusted_bundle()
@@ -167,7 +172,18 @@ class Service:
         for name, value in engine_overrides.items():
             if value is not None:
                 setattr(settings.engine, name, value)
+        if database_url:
+            settings.gallery.backend, settings.gallery.url = "postgres", database_url
+        if keystore_url:
+            settings.gallery.keystore_url = keystore_url
+        if index_backend:
+            settings.index.backend = index_backend
         config.validate(settings)
+        for url in {settings.database_url, settings.keystore_location("")} - {""}:
+            if isinstance(url, str):
+                from facekeeper.db import migrate
+
+                migrate.upgrade(url)
         if settings.key_path.exists() and not os.environ.get(config.ENV_KEY):
             raise ConfigError(f"{settings.key_path} already exists: give a fresh --key-dir")
         data_dir.mkdir(parents=True, exist_ok=True)

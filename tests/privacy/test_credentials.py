@@ -56,9 +56,8 @@ def test_unknown_subject_and_wrong_pin_get_the_same_answer(site: Site) -> None:
 def test_secrets_are_never_stored_in_clear(site: Site) -> None:
     pin = site.privacy.issue_credential(ADMIN, "p0000", "access-control", "pin")
     token = site.privacy.issue_credential(ADMIN, "p0001", "access-control", "token")
-    site.gallery.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    blob = b"".join(p.read_bytes() for d in (site.settings.data_dir, site.settings.key_dir)
-                    for p in d.iterdir() if p.is_file())
+    site.backend.flush(site.settings)
+    blob = b"".join(p.read_bytes() for p in site.backend.files(site.settings))
     assert token.secret.split(".")[2].encode() not in blob
     params = site.gallery.store.db.execute("SELECT params FROM credentials").fetchall()
     assert {p[0] for p in params} == {"scrypt:n=32768,r=8,p=1"}

@@ -16,6 +16,7 @@ from facekeeper.errors import ConsentRequired, PurposeError
 from facekeeper.privacy import ConsentForm, scan
 from facekeeper.service import Service
 from tests.conftest import FORM, london, ready
+from tests.privacy.conftest import Backend
 from tests.vendor_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
@@ -31,7 +32,7 @@ class Clock:
 
 
 def test_no_photo_or_plaintext_template_anywhere_after_a_full_run(
-        deployment: Service, caplog: pytest.LogCaptureFixture) -> None:
+        deployment: Service, backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     svc = deployment
     clock = Clock()
     svc.clock = svc.privacy.clock = clock
@@ -52,9 +53,9 @@ def test_no_photo_or_plaintext_template_anywhere_after_a_full_run(
     svc.sweep()
     svc.compliance_report()
     svc.gallery.save_index()
-    svc.gallery.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    backend.flush(svc.settings)
 
-    files = [f for d in (svc.settings.data_dir, svc.settings.key_dir) for f in d.rglob("*") if f.is_file()]
+    files = backend.files(svc.settings)
     files += [f for f in set(Path(tempfile.gettempdir()).iterdir()) - temp_before if f.is_file()]
     blobs = {str(f): f.read_bytes() for f in files}
     blobs["logs"] = caplog.text.encode()

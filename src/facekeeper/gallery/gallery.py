@@ -15,16 +15,17 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from pathlib import Path
 
 import numpy as np
 
 from facekeeper.config import Settings
+from facekeeper.db.database import Connection
 from facekeeper.errors import DeploymentKeyError, GalleryError, InvalidInput, ModelMismatch, UnknownSubject
 from facekeeper.fusion import SIDE_MODELS
 from facekeeper.gallery.index import VectorIndex
@@ -86,17 +87,22 @@ class Gallery:
     # -- opening --------------------------------------------------------------------------------
     @classmethod
     def create(cls, settings: Settings, key: DeploymentKey) -> Gallery:
-        if settings.gallery_path.exists():
-            raise GalleryError(f"a gallery already exists at {settings.gallery_path}")
-        store = Store(settings.gallery_path, create=True)
+        location = settings.gallery_location
+        if isinstance(location, Path) and location.exists():
+            raise GalleryError(f"a gallery already exists at {location}")
+        store = Store(location, create=True, pool_size=settings.gallery.pool_size)
+        if store.get_meta("deployment_id") is not None:
+            store.close()
+            raise GalleryError("this database already holds a gallery: use another database, or open that"
+                               " deployment")
         with store.transaction():
             store.set_meta("deployment_id", settings.deployment_id)
             store.set_meta("key_check", key.check_value(settings.deployment_id))
-        return cls(settings, key, store, KeyStore(settings.keystore_path, key))
+        return cls(settings, key, store, KeyStore(settings.keystore_location("keystore.db"), key))
 
     @classmethod
     def open(cls, settings: Settings, key: DeploymentKey) -> Gallery:
-        store = Store(settings.gallery_path)
+        store = Store(settings.gallery_location, pool_size=settings.gallery.pool_size)
         if store.get_meta("deployment_id") != settings.deployment_id:
             store.close()
             raise GalleryError("this gallery file belongs to another deployment: check --home")
@@ -105,7 +111,7 @@ class Gallery:
             raise DeploymentKeyError(
                 "the deployment key does not open this gallery: use the key created with it"
             )
-        gallery = cls(settings, key, store, KeyStore(settings.keystore_path, key))
+        gallery = cls(settings, key, store, KeyStore(settings.keystore_location("keystore.db"), key))
         gallery._reconcile_keys()
         return gallery
 
@@ -162,7 +168,7 @@ class Gallery:
         name: str | None = None,
         *,
         pseudonym: str | None = None,
-        within: Callable[[sqlite3.Connection, str, int], None] | None = None,
+        within: Callable[[Connection, str, int], None] | None = None,
         side: Mapping[str, Sequence[np.ndarray] | np.ndarray] | None = None,
     ) -> str:
         """Store templates for a subject (created on first enrollment); returns the pseudonym.
@@ -212,10 +218,9 @@ class Gallery:
                                    (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
                     for row_model, vec in [(model_id, v) for v in vectors] + extra:
                         protected = self.protect(vec, row_model)
-                        cur = db.execute(
-                            "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)",
-                            (pseudonym, row_model, now, b""))
-                        tid = int(cur.lastrowid or 0)
+                        tid = int(db.execute(
+                            "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)"
+                            " RETURNING id", (pseudonym, row_model, now, b"")).fetchone()[0])
                         blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, row_model))
                         db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
                         if row_model not in SIDE_MODELS:  # side templates are never indexed
@@ -232,7 +237,7 @@ class Gallery:
             return pseudonym
 
     def delete_subject(self, pseudonym: str, *, persist: bool = True,
-                       within: Callable[[sqlite3.Connection, int], None] | None = None) -> Erasure:
+                       within: Callable[[Connection, int], None] | None = None) -> Erasure:
         """Crypto-shred a subject: destroy its data key, then its rows, then its index entries.
 
         ``within(db, templates)`` runs in the transaction that removes the rows, and only if this call
@@ -249,7 +254,7 @@ class Gallery:
             return Erasure(pseudonym, count, time.time())
 
     def _delete_rows(self, pseudonym: str,
-                     within: Callable[[sqlite3.Connection, int], None] | None = None) -> int:
+                     within: Callable[[Connection, int], None] | None = None) -> int:
         with self.store.transaction() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM templates WHERE pseudonym = ?", (pseudonym,))]
             db.executemany("INSERT INTO changes (op, template_id) VALUES ('remove', ?)", [(i,) for i in ids])
@@ -260,7 +265,7 @@ class Gallery:
                 if not gone:
                     raise UnknownSubject("no such subject in this gallery")
                 within(db, len(ids))
-        self.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.store.db.reclaim()
         return len(ids)
 
     def identity(self, pseudonym: str) -> tuple[str, str | None]:

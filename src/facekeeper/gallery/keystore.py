@@ -7,10 +7,10 @@ taken before an erasure holds only ciphertext whose key no longer exists anywher
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 
+from facekeeper.db.database import Database, PostgresDatabase, SqliteDatabase
 from facekeeper.errors import DeploymentKeyError
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.protect import SealError, new_data_key, open_sealed, seal
@@ -19,34 +19,46 @@ from facekeeper.gallery.protect import SealError, new_data_key, open_sealed, sea
 # only the latter (older than this) is removed.
 ORPHAN_AGE_SECONDS = 3600.0
 
+TABLES = ("subject_keys", "privacy_keys")
+
 
 class KeyStore:
-    """Create, fetch and destroy subject data keys. Deletion overwrites the row (secure_delete)."""
+    """Create, fetch and destroy subject data keys.
 
-    def __init__(self, path: Path, key: DeploymentKey) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not path.exists()
-        if fresh:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS subject_keys (pseudonym TEXT PRIMARY KEY, wrapped BLOB NOT NULL,"
-            " created_at REAL NOT NULL)"
-        )
+    In a SQLite file of the key directory, deletion overwrites the row (secure_delete) and the WAL is
+    truncated. In PostgreSQL (``gallery.keystore_url``) a deleted row lingers in the table's free space, the
+    WAL and base backups until they are reused or expire: docs/scaling.md states that horizon.
+    """
+
+    def __init__(self, location: Path | str | Database, key: DeploymentKey, *, table: str = "subject_keys") -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown key table {table}")
+        self._table = table
+        self._owned = not isinstance(location, SqliteDatabase | PostgresDatabase)
+        if isinstance(location, Path):
+            location.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not location.exists():
+                os.close(os.open(location, os.O_WRONLY | os.O_CREAT, 0o600))
+            db: Database = SqliteDatabase(location, synchronous="FULL")
+            self._table = "subject_keys"  # one file per kind of key: the table name has always been this
+            db.execute("CREATE TABLE IF NOT EXISTS subject_keys (pseudonym TEXT PRIMARY KEY, wrapped BLOB NOT NULL,"
+                       " created_at REAL NOT NULL)")
+        elif isinstance(location, str):
+            db = PostgresDatabase(location, pool_size=2)
+        else:
+            db = location
+        self._db = db
         self._kek = key.derive("subject-key-wrap")
-        self.path = path
+        self.location = location
 
     def create(self, pseudonym: str) -> bytes:
         dek = new_data_key()
         wrapped = seal(self._kek, dek, pseudonym.encode())
-        self._db.execute("INSERT INTO subject_keys VALUES (?, ?, ?)", (pseudonym, wrapped, time.time()))
+        self._db.execute(f"INSERT INTO {self._table} VALUES (?, ?, ?)", (pseudonym, wrapped, time.time()))
         return dek
 
     def get(self, pseudonym: str) -> bytes | None:
-        row = self._db.execute("SELECT wrapped FROM subject_keys WHERE pseudonym = ?", (pseudonym,)).fetchone()
+        row = self._db.execute(f"SELECT wrapped FROM {self._table} WHERE pseudonym = ?", (pseudonym,)).fetchone()
         if row is None:
             return None
         try:
@@ -60,7 +72,7 @@ class KeyStore:
             chunk = pseudonyms[i : i + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT pseudonym, wrapped FROM subject_keys WHERE pseudonym IN ({marks})", chunk
+                f"SELECT pseudonym, wrapped FROM {self._table} WHERE pseudonym IN ({marks})", chunk
             )
             for pseudonym, wrapped in rows:
                 try:
@@ -70,18 +82,19 @@ class KeyStore:
         return out
 
     def destroy(self, pseudonyms: list[str]) -> int:
-        """Shred keys: overwrite the rows and flush the write-ahead log so no copy of them remains."""
+        """Shred keys: delete the rows, then have the engine let go of its copies (see the class docstring)."""
         n = 0
         for p in pseudonyms:
-            n += self._db.execute("DELETE FROM subject_keys WHERE pseudonym = ?", (p,)).rowcount
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            n += self._db.execute(f"DELETE FROM {self._table} WHERE pseudonym = ?", (p,)).rowcount
+        self._db.reclaim()
         return n
 
     def all_pseudonyms(self, older_than: float | None = None) -> list[str]:
         if older_than is None:
-            return [r[0] for r in self._db.execute("SELECT pseudonym FROM subject_keys")]
+            return [r[0] for r in self._db.execute(f"SELECT pseudonym FROM {self._table}")]
         return [r[0] for r in self._db.execute(
-            "SELECT pseudonym FROM subject_keys WHERE created_at < ?", (older_than,))]
+            f"SELECT pseudonym FROM {self._table} WHERE created_at < ?", (older_than,))]
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()

@@ -1,19 +1,20 @@
-"""The embedded store: one SQLite file (WAL) per deployment holding only ciphertext and pseudonyms.
+"""The gallery's tables: only ciphertext and pseudonyms, in SQLite (one file, WAL) or PostgreSQL.
 
 Every write that must stay consistent (a subject with its templates, an erasure with its change-log
-rows) happens in one transaction, so a process killed mid-way leaves the file as before or as after.
+rows) happens in one transaction, so a process killed mid-way leaves the data as before or as after.
 The ``changes`` table is the log other processes (and the index snapshot) replay to stay in sync.
+SQLite's tables are created here; PostgreSQL's by the migrations in ``facekeeper.db.migrations``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from facekeeper.db.database import Connection, Database, PostgresDatabase, SqliteDatabase
 from facekeeper.errors import GalleryError
 
 SCHEMA_VERSION = 1
@@ -55,54 +56,63 @@ class TemplateRow:
 
 
 class Store:
-    """Thin, typed access to the gallery file. Knows nothing of keys or images."""
+    """Thin, typed access to the gallery tables. Knows nothing of keys or images."""
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
-        if not create and not path.is_file():
-            raise GalleryError(f"no gallery at {path}: run 'facekeeper init' first")
-        self.path = path
-        try:
-            self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA secure_delete=ON")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            if create:
-                self.db.executescript(SCHEMA)
-            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{path.name} is not a readable gallery ({exc}): restore it from a backup") from None
-        if check != "ok":
-            raise GalleryError(f"{path.name} is corrupted ({check}): restore it from a backup")
-        self._lock = threading.RLock()
+    def __init__(self, location: Path | str, *, create: bool = False, pool_size: int = 4) -> None:
+        self.db: Database
+        if isinstance(location, str):
+            self.name = "the PostgreSQL gallery"
+            self.db = PostgresDatabase(location, pool_size=pool_size)
+            if self.get_meta("schema_version") is None and not create:
+                self.db.close()
+                raise GalleryError("the database holds no gallery: run 'facekeeper init' first")
+        else:
+            self.name = location.name
+            if not create and not location.is_file():
+                raise GalleryError(f"no gallery at {location}: run 'facekeeper init' first")
+            try:
+                self.db = SqliteDatabase(location)
+                if create:
+                    self.db.db.executescript(SCHEMA)
+                check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise GalleryError(f"{location.name} is not a readable gallery ({exc}): restore it from a"
+                                   " backup") from None
+            if check != "ok":
+                raise GalleryError(f"{location.name} is corrupted ({check}): restore it from a backup")
         if create and self.get_meta("schema_version") is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+            with self.transaction():
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
         version = self.get_meta("schema_version")
         if version != str(SCHEMA_VERSION):
-            raise GalleryError(f"{path.name} has schema version {version}, this facekeeper reads {SCHEMA_VERSION}")
+            self.db.close()
+            raise GalleryError(f"{self.name} has schema version {version}, this facekeeper reads {SCHEMA_VERSION}")
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (writers serialized), rolled back on any exception."""
+        with self.db.transaction() as conn:
+            yield conn
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.path.name} is not a readable gallery ({exc})") from None
+            raise GalleryError(f"{self.name} is not a readable gallery ({exc})") from None
+        except Exception as exc:
+            if type(exc).__name__ == "UndefinedTable":  # psycopg: a database nobody has migrated
+                raise GalleryError("the database has no facekeeper tables: run 'facekeeper db migrate'") from None
+            raise
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value))
 
     # -- subjects -----------------------------------------------------------------------------
     def pseudonym_for(self, lookup: str) -> str | None:

@@ -18,13 +18,13 @@ import fcntl
 import hmac
 import json
 import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from facekeeper.db.database import Connection
 from facekeeper.errors import InvalidInput
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.store import Store
@@ -101,7 +101,7 @@ class AuditLog:
         body = json.dumps(list(row), separators=(",", ":"), ensure_ascii=False).encode()
         return hmac.new(self._key, prev.encode() + b"|" + body, sha256).hexdigest()
 
-    def append(self, db: sqlite3.Connection, actor: Actor, action: str, outcome: str, *, at: float,
+    def append(self, db: Connection, actor: Actor, action: str, outcome: str, *, at: float,
                purpose: str | None = None, subject: str | None = None, bucket: str | None = None,
                detail: dict[str, Any] | None = None) -> int:
         """Add one entry inside the caller's transaction (so it commits or rolls back with the change)."""

@@ -11,10 +11,10 @@ A consent is *live* at time t when it has not ended (withdrawn, renewed, swept, 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from facekeeper.db.database import Connection
 from facekeeper.errors import ConsentRequired, InvalidInput
 from facekeeper.gallery.store import Store
 from facekeeper.privacy.registry import Registry
@@ -86,7 +86,7 @@ class ConsentLedger:
         self.store = store
         self.registry = registry
 
-    def grant(self, db: sqlite3.Connection, pseudonym: str, purpose: str, *, notice_version: str,
+    def grant(self, db: Connection, pseudonym: str, purpose: str, *, notice_version: str,
               collected_by: str, method: str, evidence: str, granted_at: float, expires_at: float,
               minor: bool = False, guardian: Guardian | None = None) -> tuple[Consent, Consent | None]:
         """Record a consent (inside the caller's transaction); a live one for the same purpose is renewed.
@@ -115,7 +115,7 @@ class ConsentLedger:
         _bump(db)
         return self.get(cid, db), previous
 
-    def end(self, db: sqlite3.Connection, consent_id: str, reason: str, by: str, at: float) -> bool:
+    def end(self, db: Connection, consent_id: str, reason: str, by: str, at: float) -> bool:
         """End one consent if it is still open; False when someone else ended it first (idempotent)."""
         ended = bool(db.execute(
             "UPDATE consents SET ended_at = ?, end_reason = ?, ended_by = ? WHERE id = ? AND ended_at IS NULL",
@@ -129,33 +129,33 @@ class ConsentLedger:
         row = self.store.db.execute("SELECT value FROM meta WHERE key = 'consent_epoch'").fetchone()
         return 0 if row is None else int(row[0])
 
-    def get(self, consent_id: str, db: sqlite3.Connection | None = None) -> Consent:
+    def get(self, consent_id: str, db: Connection | None = None) -> Consent:
         row = (db or self.store.db).execute(f"SELECT {_COLUMNS} FROM consents WHERE id = ?",
                                             (consent_id,)).fetchone()
         if row is None:
             raise InvalidInput("no such consent")
         return _consent(row)
 
-    def live(self, pseudonym: str, purpose: str, now: float, db: sqlite3.Connection | None = None) -> Consent | None:
+    def live(self, pseudonym: str, purpose: str, now: float, db: Connection | None = None) -> Consent | None:
         row = (db or self.store.db).execute(
             f"SELECT {_COLUMNS} FROM consents WHERE pseudonym = ? AND purpose = ? AND {_LIVE}"
             " ORDER BY granted_at DESC LIMIT 1", (pseudonym, purpose, now, now)).fetchone()
         return None if row is None else _consent(row)
 
     def require_live(self, pseudonym: str | None, purpose: str, now: float,
-                     db: sqlite3.Connection | None = None) -> Consent:
+                     db: Connection | None = None) -> Consent:
         consent = None if pseudonym is None else self.live(pseudonym, purpose, now, db)
         if consent is None:
             raise ConsentRequired(f"no live consent for purpose {purpose}: record the person's consent first"
                                   " ('facekeeper consent grant')", purpose=purpose)
         return consent
 
-    def live_purposes(self, pseudonym: str, now: float, db: sqlite3.Connection | None = None) -> list[str]:
+    def live_purposes(self, pseudonym: str, now: float, db: Connection | None = None) -> list[str]:
         return [r[0] for r in (db or self.store.db).execute(
             f"SELECT DISTINCT purpose FROM consents WHERE pseudonym = ? AND {_LIVE} ORDER BY purpose",
             (pseudonym, now, now))]
 
-    def open_consents(self, db: sqlite3.Connection | None = None) -> list[Consent]:
+    def open_consents(self, db: Connection | None = None) -> list[Consent]:
         """Consents not yet ended, live or past their expiry (what the sweep looks at)."""
         return [_consent(r) for r in (db or self.store.db).execute(
             f"SELECT {_COLUMNS} FROM consents WHERE ended_at IS NULL ORDER BY granted_at, id")]
@@ -198,9 +198,9 @@ class ConsentLedger:
             (now, now, now + within))]
 
 
-def _bump(db: sqlite3.Connection) -> None:
+def _bump(db: Connection) -> None:
     db.execute("INSERT INTO meta VALUES ('consent_epoch', '1') ON CONFLICT(key) DO UPDATE"
-               " SET value = CAST(value AS INTEGER) + 1")
+               " SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)")
 
 
 def _consent(r: tuple[Any, ...]) -> Consent:

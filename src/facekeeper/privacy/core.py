@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from facekeeper.config import PurposeSettings, Settings
+from facekeeper.db.database import Connection
 from facekeeper.errors import CredentialError, FacekeeperError, InvalidInput, UnknownSubject
 from facekeeper.gallery.gallery import Gallery
 from facekeeper.gallery.keys import DeploymentKey
@@ -26,7 +26,7 @@ from facekeeper.privacy.audit import AuditLog, ChainReport
 from facekeeper.privacy.consent import Consent, ConsentLedger, Guardian
 from facekeeper.privacy.credentials import CredentialInfo, Credentials, Issued
 from facekeeper.privacy.policy import Actor
-from facekeeper.privacy.registry import Registry
+from facekeeper.privacy.registry import KEYSTORE_NAME, Registry
 from facekeeper.privacy.schema import DAY, Clock, ensure_schema, system_clock
 
 SWEEP_LOCK = "sweep.lock"
@@ -87,7 +87,7 @@ class Privacy:
         self.store = gallery.store
         self.clock = clock
         ensure_schema(self.store)
-        self.registry = Registry(self.store, gallery, key, settings.key_dir)
+        self.registry = Registry(self.store, gallery, key, settings.keystore_location(KEYSTORE_NAME))
         self.ledger = ConsentLedger(self.store, self.registry)
         self.credentials = Credentials(self.store, key, settings.privacy.credential_max_failures)
         self.audit = AuditLog(self.store, key, settings.deployment_id, settings.key_dir)
@@ -121,7 +121,7 @@ class Privacy:
         if not op.audited:
             self.audit.record(actor, action, "ok", at=op.now, purpose=op.purpose, subject=op.subject)
 
-    def append(self, db: sqlite3.Connection, op: Operation, outcome: str, *, subject: str | None = None,
+    def append(self, db: Connection, op: Operation, outcome: str, *, subject: str | None = None,
                bucket: str | None = None, detail: dict[str, Any] | None = None, action: str | None = None) -> int:
         """The operation's audit entry, inside the transaction of its data change."""
         seq = self.audit.append(db, op.actor, action or op.action, outcome, at=op.now, purpose=op.purpose,
@@ -148,12 +148,12 @@ class Privacy:
         assert op.subject is not None
         return op.subject
 
-    def enroll_hook(self, op: Operation) -> Callable[[sqlite3.Connection, str, int], None]:
+    def enroll_hook(self, op: Operation) -> Callable[[Connection, str, int], None]:
         """For ``Gallery.enroll(within=)``: re-check consent in the write transaction, note the use, audit."""
         assert op.purpose is not None
         purpose = op.purpose
 
-        def within(db: sqlite3.Connection, pseudonym: str, templates: int) -> None:
+        def within(db: Connection, pseudonym: str, templates: int) -> None:
             consent = self.ledger.require_live(pseudonym, purpose, op.now, db)
             self._touch(db, pseudonym, purpose, op.now)
             self.append(db, op, "ok", subject=pseudonym, detail={"templates": templates, "consent": consent.id})
@@ -189,9 +189,10 @@ class Privacy:
         return seq
 
     @staticmethod
-    def _touch(db: sqlite3.Connection, pseudonym: str, purpose: str, now: float) -> None:
+    def _touch(db: Connection, pseudonym: str, purpose: str, now: float) -> None:
         db.execute("INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT(pseudonym, purpose) DO UPDATE SET"
-                   " last_used_at = max(last_used_at, excluded.last_used_at)", (pseudonym, purpose, now))
+                   " last_used_at = CASE WHEN excluded.last_used_at > usage.last_used_at"
+                   " THEN excluded.last_used_at ELSE usage.last_used_at END", (pseudonym, purpose, now))
 
     # -- consent --------------------------------------------------------------------------------
     def grant(self, actor: Actor, subject_id: str, purpose: str | None, *, method: str, evidence: str,
@@ -230,7 +231,7 @@ class Privacy:
                 self.record(op, "no-live-consent")
                 return WithdrawResult(None, remaining, None)
 
-            def end_it(db: sqlite3.Connection) -> None:
+            def end_it(db: Connection) -> None:
                 self.ledger.end(db, consent.id, "withdrawn", actor.id, op.now)
                 self.append(db, op, "ok", detail={"consent": consent.id, "remaining": len(remaining)})
 
@@ -261,7 +262,7 @@ class Privacy:
             return receipt
 
     def _erase_face(self, op: Operation, pseudonym: str, reason: str, *, forget: bool | None = None,
-                    before: Callable[[sqlite3.Connection], None] | None = None) -> dict[str, Any]:
+                    before: Callable[[Connection], None] | None = None) -> dict[str, Any]:
         """Crypto-shred the templates (if any) and, when ``forget`` (or nothing else is held), the person.
 
         Everything the erasure changes in the gallery file, with its audit entry, is one transaction.
@@ -269,7 +270,7 @@ class Privacy:
         facts: dict[str, Any] = {}
         had_face = self.store.subject_exists(pseudonym)
 
-        def within(db: sqlite3.Connection, templates: int) -> None:
+        def within(db: Connection, templates: int) -> None:
             if before is not None:
                 before(db)
             ended = 0

@@ -13,13 +13,13 @@ import base64
 import hmac
 import os
 import secrets
-import sqlite3
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from facekeeper.db.database import Connection
 from facekeeper.errors import CredentialError, InvalidInput
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.store import Store
@@ -68,7 +68,7 @@ class Credentials:
         peppered = hmac.new(self._pepper, f"{credential_id}|{secret}".encode(), sha256).digest()
         return Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"]).derive(peppered)
 
-    def issue(self, db: sqlite3.Connection, pseudonym: str, purpose: str, kind: str, now: float,
+    def issue(self, db: Connection, pseudonym: str, purpose: str, kind: str, now: float,
               expires_at: float | None = None) -> Issued:
         if kind not in KINDS:
             raise InvalidInput(f"credential kind must be one of {', '.join(KINDS)}")
@@ -121,7 +121,7 @@ class Credentials:
                                   " issue a new one", locked=True)
         raise CredentialError("credential not accepted")
 
-    def revoke(self, db: sqlite3.Connection, credential_id: str) -> bool:
+    def revoke(self, db: Connection, credential_id: str) -> bool:
         return bool(db.execute("DELETE FROM credentials WHERE id = ?", (credential_id,)).rowcount)
 
     def get(self, credential_id: str) -> CredentialInfo:
@@ -133,7 +133,7 @@ class Credentials:
     def of_subject(self, pseudonym: str) -> list[CredentialInfo]:
         return self._rows("pseudonym = ?", pseudonym)
 
-    def active(self, pseudonym: str, now: float, db: sqlite3.Connection | None = None) -> int:
+    def active(self, pseudonym: str, now: float, db: Connection | None = None) -> int:
         return int((db or self.store.db).execute(
             "SELECT count(*) FROM credentials WHERE pseudonym = ? AND (expires_at IS NULL OR expires_at > ?)",
             (pseudonym, now)).fetchone()[0])

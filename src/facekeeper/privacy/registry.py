@@ -12,12 +12,12 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from facekeeper.db.database import Connection
 from facekeeper.errors import DeploymentKeyError, UnknownSubject
 from facekeeper.gallery.gallery import Gallery, check_subject_id
 from facekeeper.gallery.keys import DeploymentKey
@@ -29,11 +29,12 @@ KEYSTORE_NAME = "privacy-keys.db"
 
 
 class Registry:
-    def __init__(self, store: Store, gallery: Gallery, key: DeploymentKey, key_dir: Path) -> None:
+    def __init__(self, store: Store, gallery: Gallery, key: DeploymentKey, keys: Path | str) -> None:
+        """``keys``: where the privacy keys live, a file of the key directory or a PostgreSQL URL."""
         self.store = store
         self.gallery = gallery
         self._lookup_key = key.derive("privacy/subject-lookup")
-        self.keys = KeyStore(key_dir / KEYSTORE_NAME, key)
+        self.keys = KeyStore(keys, key, table="privacy_keys")
 
     def close(self) -> None:
         self.keys.close()
@@ -53,7 +54,7 @@ class Registry:
                                  " first")
         return pseudonym
 
-    def known(self, pseudonym: str, db: sqlite3.Connection | None = None) -> bool:
+    def known(self, pseudonym: str, db: Connection | None = None) -> bool:
         conn = db or self.store.db
         return conn.execute("SELECT 1 FROM people WHERE pseudonym = ?", (pseudonym,)).fetchone() is not None
 
@@ -117,7 +118,7 @@ class Registry:
             raise DeploymentKeyError("a privacy record does not open with this subject's key") from None
 
     # -- forgetting -----------------------------------------------------------------------------
-    def forget_rows(self, db: sqlite3.Connection, pseudonym: str) -> bool:
+    def forget_rows(self, db: Connection, pseudonym: str) -> bool:
         """Inside the caller's transaction: drop the person's row and sealed fields. Then call ``shred``."""
         gone = db.execute("DELETE FROM people WHERE pseudonym = ?", (pseudonym,)).rowcount
         db.execute("UPDATE consents SET sealed = NULL WHERE pseudonym = ?", (pseudonym,))

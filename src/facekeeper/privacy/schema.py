@@ -99,7 +99,7 @@ def ensure_schema(store: Store) -> None:
     if version == str(PRIVACY_SCHEMA_VERSION):
         return
     if version is not None:
-        raise GalleryError(f"{store.path.name} has privacy schema {version}, this facekeeper reads "
+        raise GalleryError(f"{store.name} has privacy schema {version}, this facekeeper reads "
                            f"{PRIVACY_SCHEMA_VERSION}")
     with store.transaction() as db:
         for statement in _statements(SCHEMA):
