@@ -96,6 +96,16 @@ class CopyParser:
         self._vecs.append(table["vec"].astype(np.float32))
 
 
+def _array(value: Any) -> np.ndarray:
+    """A pgvector value as float32 (the adapter returns a ``Vector`` or a numpy array, by version)."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
+def _unreachable(number: int, exc: Exception) -> StoreUnavailable:
+    """The database error a shard reports: its class only, never the URL (it holds the password)."""
+    return StoreUnavailable(f"index shard {number} cannot read the database: {type(exc).__name__}")
+
+
 class Shard:
     """One Ray actor: the templates with ``template_id % shards == number``, rebuilt from PostgreSQL.
 
@@ -147,6 +157,7 @@ class Shard:
                 self._conn = None
 
     def _build(self) -> None:
+        import psycopg
         from psycopg import sql
 
         start = time.perf_counter()
@@ -162,9 +173,9 @@ class Shard:
                     for data in copy:
                         parser.feed(data)
             ids, vectors = parser.result()
-        except Exception:
+        except (OSError, psycopg.Error) as exc:
             self._drop_connection()
-            raise
+            raise _unreachable(self._number, exc) from None
         index = VectorIndex(self._dim, **self._params)
         index.add(ids, vectors)
         self._index, self._seq = index, seq
@@ -178,6 +189,8 @@ class Shard:
 
     def _catch_up(self) -> None:
         """Apply the changes since ``_seq`` that concern this shard; the net effect per id wins."""
+        import psycopg
+
         index = self._ready()
         try:
             with self._snapshot():
@@ -194,14 +207,14 @@ class Shard:
                 added = [tid for tid, op in last.items() if op == "add"]
                 found = cur.execute("SELECT template_id, embedding FROM template_vectors WHERE template_id = ANY(%s)",
                                     (added,)).fetchall() if added else []
-        except Exception:
+        except (OSError, psycopg.Error) as exc:
             self._drop_connection()
-            raise
+            raise _unreachable(self._number, exc) from None
         # every database read is done: the index changes below cannot be left half-applied
         index.remove(np.fromiter(last, dtype=np.int64, count=len(last)))
         if found:
             index.add(np.array([int(r[0]) for r in found], dtype=np.int64),
-                      np.stack([np.asarray(r[1], dtype=np.float32) for r in found]))
+                      np.stack([_array(r[1]) for r in found]))
         self._seq = top
 
     # -- calls from the driver ------------------------------------------------------------------
@@ -291,7 +304,7 @@ class ShardedIndex:
 
     def _gather(self, calls: Sequence[Any], what: str) -> list[Any]:
         import ray
-        from ray.exceptions import RayError
+        from ray.exceptions import RayError, RayTaskError
 
         if not calls:
             return []
@@ -307,9 +320,12 @@ class ShardedIndex:
                                    shards=self.shards, missing=len(pending))
         try:
             return ray.get(ready)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, StoreUnavailable):
+                raise ShardUnavailable(f"{exc.cause.message}; retry later", shards=self.shards) from None
+            raise exc.cause from exc  # a bug, not an outage: say so instead of answering 503 for ever
         except RayError as exc:
-            cause = exc.cause if hasattr(exc, "cause") and exc.cause is not None else exc
-            raise ShardUnavailable(f"an index shard failed to {what}: {type(cause).__name__}; retry later",
+            raise ShardUnavailable(f"an index shard failed to {what}: {type(exc).__name__}; retry later",
                                    shards=self.shards) from exc
 
     def catch_up(self, min_seq: int = -1) -> int:
