@@ -1,0 +1,228 @@
+"""1:N search over protected template vectors kept in PostgreSQL, with a pgvector HNSW index.
+
+The same surface as ``VectorIndex`` (``search``, ``size``, ``kind``), except that writes take the caller's
+psycopg connection: the gallery adds and removes vectors inside the transaction that stores or erases the
+sealed template, so the index can never hold a vector whose template is gone. Searches use a pool.
+
+The table (created by the schema migration; the tests create it from ``DDL``) holds one row per template.
+The vectors in it are the protected ones, rotated by the deployment's keyed transform, so useless to any
+other deployment, but readable by the database: see docs/scaling.md for the disk-encryption advice.
+
+Search paths, chosen per query:
+- no filter: HNSW with ``hnsw.ef_search`` set for the transaction only (``SET LOCAL``), so a pool shared
+  with other code never inherits it;
+- a small allowed set: exact distances to just those rows, found by primary key; exact, and cheaper than
+  the graph walk up to ``exact_allowed_max`` ids (measured, docs/scaling.md);
+- a large allowed set: HNSW with the filter and ``hnsw.iterative_scan = relaxed_order``, which keeps
+  walking the graph until ``k`` allowed rows are found; the rows come back roughly ordered, so we sort them.
+
+Vectors and id lists travel in PostgreSQL's binary formats, built with numpy: dumping a million ids as a
+Python list took 0.75 s, as one numpy buffer a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg_pool import ConnectionPool
+
+DIM = 128
+TABLE = "template_vectors"
+HNSW_INDEX = "template_vectors_hnsw"
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+# recall@1 0.99 at 1M needs ef 400 on face-like data (../shared/MEASURED.md and docs/scaling.md)
+EF_SEARCH = 400
+# below this many allowed ids, exact distances by primary key beat the filtered graph walk (docs/scaling.md)
+EXACT_ALLOWED_MAX = 5000
+# the iterative scan gives up after this many tuples (pgvector's default is 20000); a large allowed set
+# that is a small fraction of the gallery needs more to find k of its members
+MAX_SCAN_TUPLES = 100_000
+
+DDL = f"""
+CREATE TABLE {TABLE} (template_id bigint PRIMARY KEY, embedding vector({DIM}) NOT NULL);
+CREATE INDEX {HNSW_INDEX} ON {TABLE} USING hnsw (embedding vector_l2_ops)
+    WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION});
+"""
+
+INT8_ARRAY_OID = 1016
+INT8_OID = 20
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+COPY_BATCH = 50_000  # rows per buffer: ~27 MB, bounded memory for any load size
+
+
+class Int8Array:
+    """Ids to send as one ``bigint[]`` parameter in binary."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64).ravel()
+
+
+class _Int8ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = INT8_ARRAY_OID
+
+    def dump(self, obj: Int8Array) -> bytes:
+        ids = obj.ids
+        if len(ids) == 0:
+            return struct.pack(">iiI", 0, 0, INT8_OID)
+        cells = np.empty(len(ids), dtype=[("len", ">i4"), ("value", ">i8")])
+        cells["len"] = 8
+        cells["value"] = ids
+        return struct.pack(">iiIii", 1, 0, INT8_OID, len(ids), 1) + cells.tobytes()
+
+
+def copy_rows(ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """(id, vector) rows in COPY BINARY format, without the header and trailer."""
+    n, dim = vectors.shape
+    rows = np.empty(n, dtype=[("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"),
+                              ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dim,))])
+    rows["fields"] = 2
+    rows["id_len"] = 8
+    rows["id"] = ids
+    rows["vec_len"] = 4 + 4 * dim
+    rows["dim"] = dim
+    rows["unused"] = 0
+    rows["vec"] = vectors
+    return rows.tobytes()
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form; float32 values print exactly (repr of their float64 value)."""
+    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).ravel().tolist())) + "]"
+
+
+class PgVectorIndex:
+    """Template ids (bigint) → protected vectors in PostgreSQL; k-nearest search with an optional id filter."""
+
+    kind = "pgvector-hnsw"
+
+    def __init__(self, pool: ConnectionPool | str, *, dim: int = DIM, ef_search: int = EF_SEARCH,
+                 exact_allowed_max: int = EXACT_ALLOWED_MAX, max_scan_tuples: int = MAX_SCAN_TUPLES) -> None:
+        """``pool``: a psycopg pool, or a URL for a pool of our own (closed by ``close()``)."""
+        self.dim = dim
+        self.ef_search = ef_search
+        self.exact_allowed_max = exact_allowed_max
+        self.max_scan_tuples = max_scan_tuples
+        self._own_pool = isinstance(pool, str)
+        self.pool = ConnectionPool(pool, min_size=1, max_size=4, open=True) if isinstance(pool, str) else pool
+
+    def close(self) -> None:
+        if self._own_pool:
+            self.pool.close()
+
+    def __enter__(self) -> PgVectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes (in the caller's transaction) ---------------------------------------------------------
+    def add(self, conn: psycopg.Connection[Any], ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert vectors in the caller's transaction (COPY BINARY); an id already present is an error."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) == 0:
+            return
+        vecs = self._vectors(vectors, len(ids))
+        with conn.cursor() as cur, cur.copy(
+                f"COPY {TABLE} (template_id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(COPY_HEADER)
+            for i in range(0, len(ids), COPY_BATCH):
+                copy.write(copy_rows(ids[i:i + COPY_BATCH], vecs[i:i + COPY_BATCH]))
+            copy.write(COPY_TRAILER)
+
+    def remove(self, conn: psycopg.Connection[Any], ids: np.ndarray) -> int:
+        """Delete vectors in the caller's transaction; how many there were."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) == 0:
+            return 0
+        with conn.cursor() as cur:
+            cur.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
+            cur.execute(f"DELETE FROM {TABLE} WHERE template_id = ANY(%s)", (Int8Array(ids),))
+            return cur.rowcount
+
+    def bulk_load(self, ids: np.ndarray, vectors: np.ndarray, *, maintenance_work_mem: str = "2GB",
+                  parallel_workers: int = 1) -> dict[str, float]:
+        """Load many vectors: drop the HNSW index, COPY, build the index again; seconds for each step.
+
+        Building the graph once over all rows is several times faster than inserting into it row by row
+        (docs/scaling.md). The graph must fit in ``maintenance_work_mem`` or the build slows down sharply
+        (1M vectors: ~0.8 GB); ``parallel_workers`` join the leader (one per spare core).
+        """
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        vecs = self._vectors(vectors, len(ids))
+        with self.pool.connection() as conn:
+            conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+            t0 = time.perf_counter()
+            self.add(conn, ids, vecs)
+            conn.commit()
+            t1 = time.perf_counter()
+            conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
+            conn.execute(sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(
+                sql.Literal(int(parallel_workers))))
+            conn.execute(f"CREATE INDEX {HNSW_INDEX} ON {TABLE} USING hnsw (embedding vector_l2_ops)"
+                         f" WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
+            conn.commit()
+            t2 = time.perf_counter()
+            conn.execute(f"ANALYZE {TABLE}")
+        return {"copy_s": t1 - t0, "index_s": t2 - t1}
+
+    # -- reads (from the pool) ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Rows held (an exact count: a scan of the primary key, ~tens of ms at 1M)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        return int(row[0]) if row else 0
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest (id, euclidean distance), nearest first; ``allowed`` restricts the ids."""
+        if k <= 0:
+            return []
+        q = vector_literal(self._vectors(vector, 1)[0])
+        if allowed is None:
+            return self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
+                               " ORDER BY d LIMIT %s", (q, k), iterative=False)
+        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        if len(allowed) == 0:
+            return []
+        ids = Int8Array(allowed)
+        if len(allowed) <= self.exact_allowed_max:
+            # OFFSET 0 fences the subquery, so the planner cannot answer the ORDER BY by walking the graph:
+            # just these rows are fetched by primary key and scored (a MATERIALIZED CTE spilled to disk)
+            return self._query(f"SELECT template_id, d FROM (SELECT template_id, embedding <-> %s::vector AS d"
+                               f" FROM {TABLE} WHERE template_id = ANY(%s) OFFSET 0) s ORDER BY d LIMIT %s",
+                               (q, ids, k), iterative=False)
+        # "+ 0" hides the primary key from the planner, which would otherwise fetch and sort every allowed row
+        hits = self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
+                           " WHERE template_id + 0 = ANY(%s) ORDER BY d LIMIT %s", (q, ids, k), iterative=True)
+        return sorted(hits, key=lambda h: h[1])
+
+    def _query(self, query: str, params: tuple[Any, ...], *, iterative: bool) -> list[tuple[int, float]]:
+        settings = [sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(self.ef_search)))]
+        if iterative:
+            settings += [sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order"),
+                         sql.SQL("SET LOCAL hnsw.max_scan_tuples = {}").format(sql.Literal(int(self.max_scan_tuples))),
+                         sql.SQL("SET LOCAL enable_seqscan = off")]  # the graph, not a scan of every row
+        # one round trip (pipeline) for BEGIN, the settings and the query; the transaction ends the settings
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            cur.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
+            for setting in settings:
+                cur.execute(setting)
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [(int(i), float(d)) for i, d in rows]
+
+    def _vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(vecs) != n:
+            raise ValueError(f"{n} ids but {len(vecs)} vectors")
+        return vecs
