@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from facekeeper.fusion import SIDE_MODELS
 from facekeeper.gallery.index import VectorIndex
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.keystore import ORPHAN_AGE_SECONDS, KeyStore
+from facekeeper.gallery.pgvector_index import vector_literal
 from facekeeper.gallery.protect import (
     OrthogonalTransform,
     SealError,
@@ -80,6 +82,7 @@ class Gallery:
         self._context = settings.deployment_id.encode()
         self._transforms: dict[tuple[str, int], OrthogonalTransform] = {}
         self._index: VectorIndex | None = None
+        self._external: Any = None  # the pgvector or Ray index (index.backend), which PostgreSQL feeds
         self._seq = 0
         self._saved_seq = 0
         self._lock = threading.RLock()
@@ -119,6 +122,9 @@ class Gallery:
         with self._lock:
             if self._index is not None and self._seq != self._saved_seq:
                 self.save_index()
+            if self._external is not None:
+                self._external.close()
+                self._external = None
             self.store.close()
             self.keystore.close()
 
@@ -225,6 +231,9 @@ class Gallery:
                         db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
                         if row_model not in SIDE_MODELS:  # side templates are never indexed
                             db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+                            if self.vectors_in_database:
+                                db.execute("INSERT INTO template_vectors VALUES (?, CAST(? AS vector))",
+                                           (tid, vector_literal(protected)))
                     if not self.store.get_meta("model_id"):
                         self.store.set_meta("model_id", model_id)
                     if within is not None:
@@ -323,13 +332,14 @@ class Gallery:
         protected = self.protect(descriptor, model_id)
         with self._lock:
             self.refresh()
-            index = self._ensure_index(protected.size)
+            index = self._searcher(protected.size)
             allowed_ids = None
             if allowed is not None:
                 allowed_ids = self._template_ids_of(list(allowed))
             fetch = max(k * 4, k + 8)
             while True:
-                hits = index.search(protected, fetch, allowed_ids)
+                hits = (index.search(protected, fetch, allowed_ids, min_seq=self._seq) if self._index_backend == "ray"
+                        else index.search(protected, fetch, allowed_ids))
                 owners = self.store.pseudonyms_of_templates([i for i, _ in hits])
                 best: dict[str, float] = {}
                 for tid, dist in hits:
@@ -352,6 +362,41 @@ class Gallery:
         return np.asarray(ids, dtype=np.int64)
 
     # -- index sync -----------------------------------------------------------------------------
+    @property
+    def _index_backend(self) -> str:
+        return self.settings.index.backend if self.store.dialect == "postgres" else "faiss"
+
+    @property
+    def vectors_in_database(self) -> bool:
+        """Whether protected vectors are kept, unsealed, in ``template_vectors`` for pgvector or the shards."""
+        return self._index_backend in ("pgvector", "ray")
+
+    def _searcher(self, dim: int) -> Any:
+        """The index a search asks: the in-process faiss index, or the pgvector / Ray one."""
+        if not self.vectors_in_database:
+            return self._ensure_index(dim)
+        if self._external is None:
+            s = self.settings.index
+            if self._index_backend == "pgvector":
+                from facekeeper.gallery.pgvector_index import PgVectorIndex
+
+                self._external = PgVectorIndex(self.store.db.pool, dim=dim,  # type: ignore[attr-defined]
+                                               ef_search=s.ef_search)
+            else:
+                from facekeeper.cluster.runtime import connect
+                from facekeeper.cluster.shards import ShardedIndex
+
+                connect(s.ray_address or None, state_dir=self.settings.key_dir / "ray")
+                self._external = ShardedIndex(self.settings.database_url, s.shards, nprobe=s.nprobe,
+                                              exact_below=s.exact_below, nlist=s.nlist, dim=dim,
+                                              name=f"fk-{self.settings.deployment_id[:12]}")
+            if self._vector_rows() != self._indexed_count():
+                self.rebuild_index(dim)
+        return self._external
+
+    def _vector_rows(self) -> int:
+        return int(self.store.db.execute("SELECT count(*) FROM template_vectors").fetchone()[0])
+
     def _ensure_index(self, dim: int) -> VectorIndex:
         if self._index is None:
             self._load_or_rebuild(dim)
@@ -390,6 +435,8 @@ class Gallery:
                     if dek is not None and r.model_id not in SIDE_MODELS:
                         ids.append(r.id)
                         vecs.append(self._open_template(dek, r))
+            if self.vectors_in_database:
+                return self._refill_vectors(ids, vecs)
             if ids:
                 index.add(np.asarray(ids, np.int64), np.stack(vecs))
             self._index, self._seq = index, seq
@@ -397,9 +444,35 @@ class Gallery:
             self.save_index()
             return index.size
 
+    def _refill_vectors(self, ids: list[int], vecs: list[np.ndarray]) -> int:
+        """Write every protected vector to ``template_vectors`` again (a backend switch, a moved site).
+
+        In one transaction with the write lock, so no enrollment interleaves; Ray shards notice through
+        the change log position and rebuild from the table.
+        """
+        from facekeeper.gallery.pgvector_index import COPY_HEADER, COPY_TRAILER, copy_rows
+
+        with self.store.transaction() as db:
+            raw = db.raw  # type: ignore[attr-defined]
+            raw.execute("DELETE FROM template_vectors")
+            if ids:
+                with raw.cursor() as cur, cur.copy("COPY template_vectors (template_id, embedding) FROM STDIN"
+                                                   " (FORMAT BINARY)") as copy:
+                    copy.write(COPY_HEADER)
+                    copy.write(copy_rows(np.asarray(ids, np.int64), np.stack(vecs).astype(np.float32)))
+                    copy.write(COPY_TRAILER)
+            # every shard must reload: a 'remove' then 'add' of each id is what the change log can say
+            db.executemany("INSERT INTO changes (op, template_id) VALUES ('remove', ?)", [(i,) for i in ids])
+            db.executemany("INSERT INTO changes (op, template_id) VALUES ('add', ?)", [(i,) for i in ids])
+        self._seq = self.store.last_change()
+        return len(ids)
+
     def refresh(self) -> None:
         """Apply the store's change log (ours and other processes') to the in-memory index."""
         with self._lock:
+            if self.vectors_in_database:  # pgvector reads the table; Ray shards catch up to _seq per search
+                self._seq = self.store.last_change()
+                return
             if self._index is None:
                 self._seq = self.store.last_change()
                 return
@@ -427,7 +500,7 @@ class Gallery:
 
     def save_index(self) -> None:
         with self._lock:
-            if self._index is None:
+            if self._index is None or self.vectors_in_database:
                 return
             self._index.save(self.settings.index_path, self._index_key, self._seq, self._context)
             self._saved_seq = self._seq
@@ -435,6 +508,8 @@ class Gallery:
     @property
     def index_size(self) -> int:
         with self._lock:
+            if self.vectors_in_database:
+                return self._vector_rows()
             return self._index.size if self._index else 0
 
     # -- internals ------------------------------------------------------------------------------
