@@ -18,8 +18,10 @@ sent by edge terminals are dlib descriptors, so those calls are always fast.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
 from facekeeper.engine import Engine, Face, pipeline
-from facekeeper.errors import ConfigError, FacekeeperError, InvalidInput, ModelMismatch
+from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
 from facekeeper.federation.modes import site_modes
 from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
@@ -209,6 +211,55 @@ class Service:
         config.validate(settings)
         key = load_key(settings.key_path)
         return cls(settings, key, Gallery.open(settings, key), engine, clock=clock)
+
+    @classmethod
+    def move_to_postgres(cls, data_dir: Path, url: str, *, keystore_url: str | None = None,
+                         index_backend: str | None = None) -> dict[str, Any]:
+        """Move a SQLite deployment into PostgreSQL (``facekeeper migrate-store``); the file is left as it was.
+
+        Rows are copied sealed (``db.move``); then counts are compared, the audit chain is verified on the
+        target and must end where the file's does, and only then do the settings point at PostgreSQL.
+        """
+        from facekeeper.db import move
+
+        settings = config.load(data_dir)
+        if settings.gallery.backend != "sqlite":
+            raise ConfigError("this deployment is not on SQLite: nothing to move")
+        key = load_key(settings.key_path)
+        source = cls.open(data_dir)
+        try:
+            before = source.privacy.audit.verify()
+            if not before.ok:
+                raise AuditError("the audit chain of the SQLite file does not verify: fix that before moving")
+            head = source.privacy.audit.head()
+            subjects = source.gallery.store.subject_count()
+        finally:
+            source.close()
+        report = move.copy_site(settings.gallery_path, url, key_dir=settings.key_dir, keystore_url=keystore_url)
+        differ = move.verify_counts(settings.gallery_path, url)
+        if differ:
+            raise GalleryError(f"row counts differ after the copy: {differ}; the deployment stays on SQLite")
+        moved = dataclasses.replace(
+            settings,
+            gallery=dataclasses.replace(settings.gallery, backend="postgres", url=url,
+                                        keystore_url=keystore_url or settings.gallery.keystore_url),
+            index=dataclasses.replace(settings.index, backend=index_backend or settings.index.backend))
+        config.validate(moved)
+        target = cls(moved, key, Gallery.open(moved, key))
+        try:
+            after = target.privacy.audit.verify()
+            if not after.ok or target.privacy.audit.head() != head:
+                raise AuditError("the audit chain does not verify in PostgreSQL after the copy; the deployment"
+                                 " stays on SQLite")
+            indexed = target.gallery.rebuild_index() if target.gallery.vectors_in_database else None
+            moved.save()
+            target.privacy.audit.record(Actor("migrate-store", "admin"), "store.move", "ok", at=time.time(),
+                                        detail={"to": "postgres", "subjects": subjects,
+                                                "keys": "postgres" if keystore_url else "key-dir"})
+        finally:
+            target.close()
+        return {"copied": report.copied, "keys_moved": report.keys_moved, "audit_entries": head[0],
+                "subjects": subjects, "vectors_indexed": indexed, "left_behind": str(settings.gallery_path)}
 
     def close(self) -> None:
         self.privacy.close()

@@ -101,3 +101,57 @@ def url(data_dir: DataDirOpt = None) -> None:
 
 
 # Schema commands (``db migrate``, ``db check``) on the configured store go below.
+
+UrlOpt = Annotated[str | None, typer.Option(
+    "--url", help="The database [the deployment's gallery.url, else $FACEKEEPER_DATABASE_URL].")]
+
+
+def _target(url: str | None) -> str:
+    """The URL to work on: given, the deployment's, or the environment's."""
+    import os
+
+    from facekeeper import config
+    from facekeeper.cli import main as cli
+    from facekeeper.errors import ConfigError
+
+    if url:
+        return url
+    if (cli.state.home / config.CONFIG_NAME).is_file():
+        configured = config.load(cli.state.home).database_url
+        if configured:
+            return configured
+    if os.environ.get(config.ENV_DATABASE_URL):
+        return os.environ[config.ENV_DATABASE_URL]
+    raise ConfigError("which database? give --url, or run this in a deployment with gallery.backend = postgres")
+
+
+@app.command("migrate")
+def migrate_cmd(url: UrlOpt = None) -> None:
+    """Bring the database's schema to this facekeeper's version (Alembic; safe to repeat)."""
+    from facekeeper.cli import main as cli
+    from facekeeper.db import migrate
+
+    with cli.handled():
+        before, after = migrate.upgrade(_target(url))
+        info = {"before": before, "after": after, "head": migrate.head()}
+    cli.emit(info, lambda: cli.out.print(
+        f"schema at {after}" + (" (already current)" if before == after else f" (was {before or 'empty'})")))
+
+
+@app.command("check")
+def check_cmd(url: UrlOpt = None) -> None:
+    """Reachable, migrated to this version, pgvector installed, TLS on any network hop. Exit 3 if not."""
+    from facekeeper.cli import main as cli
+    from facekeeper.db import migrate
+
+    with cli.handled():
+        checks = migrate.check(_target(url))
+    info = {"ok": all(c.ok for c in checks), "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
+
+    def human() -> None:
+        for c in checks:
+            cli.out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+
+    cli.emit(info, human)
+    if not info["ok"]:
+        raise typer.Exit(3)

@@ -7,6 +7,7 @@ line saying what to do, with an exit code per error class (see ``facekeeper.erro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from facekeeper.cli import federate as federate_cli
 from facekeeper.cli import license as license_cli
 from facekeeper.cli import privacy as privacy_cli
 from facekeeper.cli import server as server_cli
-from facekeeper.errors import FacekeeperError
+from facekeeper.errors import FacekeeperError, InvalidInput
 from facekeeper.privacy import Actor
 from facekeeper.service import Service, default_actor
 
@@ -123,16 +124,57 @@ def when(ts: float) -> str:
 @app.command()
 def init(
     key_dir: Annotated[Path | None, typer.Option(help="Where the deployment key goes (never inside --home).")] = None,
+    database: Annotated[str | None, typer.Option(
+        help="Keep the gallery in PostgreSQL at this URL (migrated first) instead of a SQLite file; the"
+             f" password is kept in the key directory. Default: ${config.ENV_DATABASE_URL} if set.")] = None,
+    keystore_url: Annotated[str | None, typer.Option(
+        help="Keep subject keys in this PostgreSQL database (several hosts); default: the key directory.")
+    ] = None,
+    index: Annotated[str | None, typer.Option(help="1:N index: faiss (in-process), pgvector or ray.")] = None,
 ) -> None:
     """Create a deployment: settings, a new deployment key (0600) and an empty gallery."""
     with handled():
-        svc = Service.init(state.home, key_dir, backend=state.backend)
+        svc = Service.init(state.home, key_dir, backend=state.backend,
+                           database_url=database or os.environ.get(config.ENV_DATABASE_URL),
+                           keystore_url=keystore_url, index_backend=index)
         s = svc.settings
         svc.close()
-    emit({"home": str(s.data_dir), "key_dir": str(s.key_dir), "deployment_id": s.deployment_id},
-         lambda: out.print(f"Created deployment {s.deployment_id} in {s.data_dir}\n"
+    where = "PostgreSQL" if s.gallery.backend == "postgres" else str(s.gallery_path)
+    emit({"home": str(s.data_dir), "key_dir": str(s.key_dir), "deployment_id": s.deployment_id,
+          "gallery": s.gallery.backend, "index": s.index.backend},
+         lambda: out.print(f"Created deployment {s.deployment_id} in {s.data_dir} (gallery: {where},"
+                           f" index: {s.index.backend})\n"
                            f"Deployment key: {s.key_path} (back it up apart from the data; without it the"
                            " gallery cannot be read)"))
+
+
+@app.command("migrate-store")
+def migrate_store(
+    to: Annotated[str | None, typer.Option(
+        "--to", help=f"The PostgreSQL URL to move to [${config.ENV_DATABASE_URL}].")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--from", help="sqlite:HOME, the deployment to move [the --home deployment].")] = None,
+    keystore_url: Annotated[str | None, typer.Option(help="Move subject keys to this PostgreSQL too.")] = None,
+    index: Annotated[str | None, typer.Option(help="Index backend afterwards: faiss, pgvector or ray.")] = None,
+) -> None:
+    """Move a site from its SQLite file to PostgreSQL: rows copied sealed, counts and the audit chain
+    verified, then the settings switched. The SQLite file is left untouched (remove it once backed up)."""
+    with handled():
+        home = state.home
+        if source:
+            if not source.startswith("sqlite:"):
+                raise InvalidInput("--from takes sqlite:HOME (a deployment on SQLite)")
+            home = Path(source.removeprefix("sqlite:"))
+        url = to or os.environ.get(config.ENV_DATABASE_URL)
+        if not url:
+            raise InvalidInput(f"give --to postgresql://... or set {config.ENV_DATABASE_URL}")
+        r = Service.move_to_postgres(home, url, keystore_url=keystore_url, index_backend=index)
+    emit(r, lambda: out.print(
+        f"Moved {r['subjects']} subjects ({r['copied'].get('templates', 0)} templates, {r['audit_entries']} audit"
+        f" entries) to PostgreSQL; counts equal, audit chain verified. Keys: "
+        + ("moved to PostgreSQL" if r["keys_moved"] else "left in the key directory")
+        + (f"; {r['vectors_indexed']} vectors indexed" if r["vectors_indexed"] is not None else "")
+        + f". The SQLite file {r['left_behind']} is untouched: remove it once your backups hold the move."))
 
 
 @app.command()

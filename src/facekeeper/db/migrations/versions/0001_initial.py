@@ -114,22 +114,10 @@ STATEMENTS = [
         pseudonym text PRIMARY KEY,
         wrapped bytea NOT NULL,
         created_at double precision NOT NULL)""",
-    # -- the service's API keys (hashed), shared by every replica
-    """CREATE TABLE api_keys (
-        id text PRIMARY KEY,
-        tenant text NOT NULL,
-        role text NOT NULL,
-        purpose text,
-        label text,
-        salt bytea NOT NULL,
-        hash bytea NOT NULL,
-        params text NOT NULL,
-        created_at double precision NOT NULL,
-        revoked_at double precision)""",
     "INSERT INTO meta VALUES ('schema_version', '1'), ('privacy_schema_version', '1')",
 ]
 
-TABLES = ["api_keys", "privacy_keys", "subject_keys", "audit", "credentials", "usage", "consents", "people",
+TABLES = ["privacy_keys", "subject_keys", "audit", "credentials", "usage", "consents", "people",
           "template_vectors", "changes", "templates", "identities", "subjects", "meta"]
 
 
