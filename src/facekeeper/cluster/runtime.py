@@ -163,7 +163,7 @@ def connect(address: str | None, *, state_dir: Path, num_cpus: int | None = None
     if address is None:
         spill_dir = private_dir(state_dir / "spill")
         with ray_environment(token, loopback_only=node_ip in (None, "127.0.0.1")):
-            ray.init(num_cpus=num_cpus, _node_ip_address=node_ip or "127.0.0.1",
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address=node_ip or "127.0.0.1",
                      object_store_memory=object_store_memory, object_spilling_directory=str(spill_dir),
                      _system_config={"automatic_object_spilling_enabled": spill}, **quiet)
         return _info("local", True, token, spill_dir)
