@@ -337,7 +337,7 @@ class Service:
 
     def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None,
                    workers: int | None = None, *, purpose: str | None = None, actor: Actor | None = None,
-                   consent: ConsentForm | None = None) -> BulkSummary:
+                   consent: ConsentForm | None = None, cluster: str | None = None) -> BulkSummary:
         """Enroll a folder with one sub-folder per person (the folder name is the subject id).
 
         Each photo is judged on its own: a bad photo is skipped with its reason, the others enroll.
@@ -345,6 +345,9 @@ class Service:
         is still one transaction, so an interrupted run leaves whole subjects or none. A person without a
         live consent for the purpose is skipped (``consent-required``) before any photo of theirs is read,
         unless ``consent`` records the same form for everyone in the folder first.
+
+        ``cluster`` (a Ray address, or ``local`` for a one-machine head on 127.0.0.1) prepares and embeds
+        the photos on the cluster's workers instead; consent checks, storage and audit stay here.
         """
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder")
@@ -361,8 +364,16 @@ class Service:
         crops: dict[str, list[np.ndarray]] = {}
         ready: list[str] = []  # subjects whose photos are all prepared, in order
         remaining = {subject_id: len(files) for subject_id, files in jobs}
-        prepared = pipeline.prepare(self.engine, [f for _, files in jobs for f in files], workers=workers,
-                                    accurate=accurate)
+        photos = [f for _, files in jobs for f in files]
+        embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors made on the cluster
+        if cluster:
+            from facekeeper.cluster import pipeline as cluster_pipeline
+            from facekeeper.cluster.runtime import connect
+
+            connect(None if cluster == "local" else cluster, state_dir=self.settings.key_dir / "ray")
+            prepared = cluster_pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
+        else:
+            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
         for done, item in enumerate(prepared, start=1):
             subject_id = owner[item.path]
             if item.error is not None:
@@ -372,13 +383,16 @@ class Service:
                 chips.setdefault(subject_id, []).append(item.chip)
                 if item.crop is not None:
                     crops.setdefault(subject_id, []).append(item.crop)
+                remote = getattr(item, "descriptor", None)
+                if remote is not None:
+                    embedded.setdefault(subject_id, []).append((remote, getattr(item, "facenet_descriptor", None)))
             remaining[subject_id] -= 1
             if remaining[subject_id] == 0 and subject_id in chips:
                 ready.append(subject_id)
             if progress:
                 progress(done, total)
             if sum(len(chips[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
-                self._enroll_prepared(ready, chips, crops, summary, purpose, actor)
+                self._enroll_prepared(ready, chips, crops, summary, purpose, actor, embedded)
                 ready = []
         return summary
 
@@ -410,16 +424,26 @@ class Service:
 
     def _enroll_prepared(self, subjects: list[str], chips: dict[str, list[np.ndarray]],
                          crops: dict[str, list[np.ndarray]], summary: BulkSummary, purpose: str | None,
-                         actor: Actor) -> None:
+                         actor: Actor, embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] | None = None
+                         ) -> None:
         """Embed several people's chips (and FaceNet crops, in accurate mode) in one batch, then store each
-        person in a transaction of its own."""
+        person in a transaction of its own. Descriptors the cluster already made (``embedded``) are used as
+        they are."""
         if not subjects:
             return
-        batch = [c for s in subjects for c in chips[s]]
-        descriptors = self.engine.embed(batch)
-        # in accurate mode every prepared photo has its crop, so the rows line up with ``descriptors``
-        side_batch = [c for s in subjects for c in crops.pop(s, [])]
-        side = self.engine.embed_facenet(side_batch) if side_batch else None
+        made = [pair for s in subjects for pair in (embedded or {}).pop(s, [])]
+        if made:
+            descriptors = np.stack([d for d, _ in made])
+            side_rows = [f for _, f in made if f is not None]
+            side = np.stack(side_rows) if side_rows and len(side_rows) == len(made) else None
+            for s in subjects:
+                crops.pop(s, None)
+        else:
+            batch = [c for s in subjects for c in chips[s]]
+            descriptors = self.engine.embed(batch)
+            # in accurate mode every prepared photo has its crop, so the rows line up with ``descriptors``
+            side_batch = [c for s in subjects for c in crops.pop(s, [])]
+            side = self.engine.embed_facenet(side_batch) if side_batch else None
         start = 0
         for subject_id in subjects:
             n = len(chips.pop(subject_id))

@@ -201,6 +201,9 @@ def enroll_dir(
     workers: Annotated[int | None, typer.Option(help="Processes preparing photos [one per core].")] = None,
     purpose: privacy_cli.PurposeOpt = None,
     consent: Annotated[str | None, typer.Option(help="Record this consent for everyone: METHOD:REFERENCE.")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        help="Prepare and embed on a Ray cluster: its address (host:port or ray://host:port), or 'local'"
+             " for a one-machine head on 127.0.0.1. Consent, storage and audit stay here.")] = None,
 ) -> None:
     """Enroll a folder of people (sub-folder name = subject id); bad photos and people without consent are
     skipped with a reason."""
@@ -209,7 +212,7 @@ def enroll_dir(
         task = bar.add_task("enroll", total=None)
         form = privacy_cli.consent_form(consent) if consent else None
         summary = svc.enroll_dir(root, lambda done, total: bar.update(task, completed=done, total=total), workers,
-                                 purpose=purpose, consent=form)
+                                 purpose=purpose, consent=form, cluster=cluster)
 
     def human() -> None:
         d = summary.to_dict()

@@ -48,7 +48,7 @@ class Preparer:
 
     def prepare(self, batch: list[tuple[Path, bytes]], enrollment: bool, accurate: bool,
                 embed: bool) -> list[Prepared]:
-        done = [dataclasses.replace(_prepare_one(self._engine, data, enrollment, accurate), path=path)  # type: ignore[arg-type]
+        done = [dataclasses.replace(_prepare_one(self._engine, data, enrollment, accurate, path.name), path=path)
                 for path, data in batch]
         if not embed:
             return done

@@ -110,9 +110,10 @@ class Engine:
             return self._mtcnn
 
     # -- pipeline steps ---------------------------------------------------------------------------
-    def decode(self, source: str | Path | bytes) -> np.ndarray:
+    def decode(self, source: str | Path | bytes, name: str = "image") -> np.ndarray:
+        """``name`` labels bytes in error messages (a path names itself)."""
         return image.load(
-            source, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels
+            source, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels, name=name
         )
 
     def detect(self, rgb: np.ndarray, *, every_face: bool = False) -> list[Detection]:

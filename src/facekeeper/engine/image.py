@@ -100,9 +100,10 @@ def load(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str = "image",
 ) -> np.ndarray:
-    """Decode from a path or from bytes (see ``decode``)."""
+    """Decode from a path or from bytes (see ``decode``); ``name`` labels bytes in error messages."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return decode(bytes(source), max_bytes=max_bytes, max_pixels=max_pixels)
+        return decode(bytes(source), max_bytes=max_bytes, max_pixels=max_pixels, name=name)
     data = read_bytes(source, max_bytes)
     return decode(data, max_bytes=max_bytes, max_pixels=max_pixels, name=Path(source).name)

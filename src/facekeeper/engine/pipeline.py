@@ -46,9 +46,11 @@ def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: Lim
     _worker_engine = Engine(settings, quality, limits)
 
 
-def _prepare_one(engine: Engine, path: Path, enrollment: bool, accurate: bool = False) -> Prepared:
+def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate: bool = False,
+                 name: str = "image") -> Prepared:
+    """``path`` may be the photo's bytes, read elsewhere (a cluster worker); ``name`` then labels errors."""
     try:
-        face = engine.single_face(engine.decode(path), enrollment=enrollment, accurate=accurate)
+        face = engine.single_face(engine.decode(path, name), enrollment=enrollment, accurate=accurate)
     except FacekeeperError as exc:
         return Prepared(path, None, None, exc)
     rejected = None
