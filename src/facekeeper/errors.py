@@ -103,6 +103,10 @@ class StoreUnavailable(FacekeeperError):
     exit_code = 35
     http_status = 503
 
+    def __init__(self, message: str, **details: Any) -> None:
+        details.setdefault("retry_after", 5)  # seconds: a restarted database or shard is back in about that
+        super().__init__(message, **details)
+
 
 class ModelMismatch(FacekeeperError):
     """Templates made by another model cannot be compared; the subject must be re-enrolled."""

@@ -217,3 +217,12 @@ def test_protected_vectors_in_the_database_are_only_those_pgvector_needs(tmp_pat
     site.privacy.erase(ADMIN, "p0001")
     assert site.gallery.index_size == 4
     site.close()
+
+
+def test_an_unavailable_store_is_a_503_problem_with_retry_after() -> None:
+    from facekeeper.api.problems import from_error
+
+    response = from_error(StoreUnavailable("the database is unavailable (OperationalError): retry shortly"))
+    body = json.loads(bytes(response.body))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert body["code"] == "store-unavailable"
