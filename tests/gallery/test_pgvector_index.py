@@ -87,9 +87,12 @@ def test_a_small_allowed_set_is_searched_exactly(filled: Filled) -> None:
 
 
 @pytest.mark.parametrize("share", [0.07, 0.7])
-def test_a_large_allowed_set_walks_the_graph_and_finds_k_allowed_rows(filled: Filled, share: float) -> None:
+@pytest.mark.parametrize("postfilter_min_share", [0.0, 2.0], ids=["rows-filtered-here", "ids-sent-as-filter"])
+def test_a_large_allowed_set_walks_the_graph_and_finds_k_allowed_rows(filled: Filled, share: float,
+                                                                      postfilter_min_share: float) -> None:
     index, ids, vectors, probes = filled
-    index.exact_allowed_max = 10  # force the graph path at this small size
+    index.exact_allowed_max = 10  # force a graph path at this small size
+    index.postfilter_min_share = postfilter_min_share
     allowed = np.random.default_rng(2).choice(ids, int(len(ids) * share), replace=False)
     for probe in probes[:30]:
         got = index.search(probe, 10, allowed)
@@ -98,6 +101,23 @@ def test_a_large_allowed_set_walks_the_graph_and_finds_k_allowed_rows(filled: Fi
         assert set(t for t, _ in got) <= set(allowed.tolist())
         assert got[0][0] == want[0][0]
         assert [d for _, d in got] == sorted(d for _, d in got)  # relaxed order re-sorted
+
+
+def test_a_scan_limit_too_small_for_filtering_here_falls_back_to_sending_the_ids(
+        filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    index, ids, vectors, probes = filled
+    index.exact_allowed_max = 10
+    index.max_scan_tuples = 40  # the walk stops before 10 of a 7% share are found among its rows
+    sent: list[str] = []
+    query = index._query
+    monkeypatch.setattr(index, "_query", lambda q, params, **kw: sent.append(q) or query(q, params, **kw))
+    allowed = np.random.default_rng(4).choice(ids, int(len(ids) * 0.07), replace=False)
+    for probe in probes[:10]:
+        got = index.search(probe, 10, allowed)
+        assert got
+        assert set(t for t, _ in got) <= set(allowed.tolist())
+        assert got[0][0] == exact(ids, vectors, probe, 1, allowed)[0][0]
+    assert any("ANY" in q for q in sent) and any("ANY" not in q for q in sent)
 
 
 def test_an_empty_allowed_set_finds_nothing(filled: Filled) -> None:

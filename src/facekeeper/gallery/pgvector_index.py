@@ -13,8 +13,12 @@ Search paths, chosen per query:
   with other code never inherits it;
 - a small allowed set: exact distances to just those rows, found by primary key; exact, and cheaper than
   the graph walk up to ``exact_allowed_max`` ids (measured, docs/scaling.md);
-- a large allowed set: HNSW with the filter and ``hnsw.iterative_scan = relaxed_order``, which keeps
-  walking the graph until ``k`` allowed rows are found; the rows come back roughly ordered, so we sort them.
+- an allowed set that is most of the gallery (``postfilter_min_share`` of its rows or more): the graph walk
+  without a filter, asking for enough rows that ``k`` of them are allowed, kept or dropped here. The ids
+  never travel: a million of them cost PostgreSQL ~0.4 s to plan and hash per query;
+- a large allowed set between the two: HNSW with the ids as a filter and ``hnsw.iterative_scan =
+  relaxed_order``, which keeps walking the graph until ``k`` allowed rows are found.
+Graph walks with iterative scan return rows roughly ordered, so we sort them.
 
 Vectors and id lists travel in PostgreSQL's binary formats, built with numpy: dumping a million ids as a
 Python list took 0.75 s, as one numpy buffer a few milliseconds.
@@ -22,6 +26,7 @@ Python list took 0.75 s, as one numpy buffer a few milliseconds.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from typing import Any
@@ -42,6 +47,11 @@ HNSW_EF_CONSTRUCTION = 64
 EF_SEARCH = 400
 # below this many allowed ids, exact distances by primary key beat the filtered graph walk (docs/scaling.md)
 EXACT_ALLOWED_MAX = 5000
+# from this share of the gallery up, filtering the graph walk's rows here beats sending the ids (docs/scaling.md)
+POSTFILTER_MIN_SHARE = 0.05
+# rows asked for, over what the share predicts: the allowed rows are not spread evenly over any neighbourhood
+POSTFILTER_MARGIN = 2.0
+ROWS_ESTIMATE_TTL_S = 60.0
 # the iterative scan gives up after this many tuples (pgvector's default is 20000); a large allowed set
 # that is a small fraction of the gallery needs more to find k of its members
 MAX_SCAN_TUPLES = 100_000
@@ -106,11 +116,14 @@ class PgVectorIndex:
     kind = "pgvector-hnsw"
 
     def __init__(self, pool: ConnectionPool | str, *, dim: int = DIM, ef_search: int = EF_SEARCH,
-                 exact_allowed_max: int = EXACT_ALLOWED_MAX, max_scan_tuples: int = MAX_SCAN_TUPLES) -> None:
+                 exact_allowed_max: int = EXACT_ALLOWED_MAX, postfilter_min_share: float = POSTFILTER_MIN_SHARE,
+                 max_scan_tuples: int = MAX_SCAN_TUPLES) -> None:
         """``pool``: a psycopg pool, or a URL for a pool of our own (closed by ``close()``)."""
         self.dim = dim
         self.ef_search = ef_search
         self.exact_allowed_max = exact_allowed_max
+        self.postfilter_min_share = postfilter_min_share
+        self._rows_estimate: tuple[float, int] | None = None  # (when, rows)
         self.max_scan_tuples = max_scan_tuples
         self._own_pool = isinstance(pool, str)
         self.pool = ConnectionPool(pool, min_size=1, max_size=4, open=True) if isinstance(pool, str) else pool
@@ -191,20 +204,53 @@ class PgVectorIndex:
         if allowed is None:
             return self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
                                " ORDER BY d LIMIT %s", (q, k), iterative=False)
-        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        allowed = np.asarray(allowed, dtype=np.int64).ravel()
         if len(allowed) == 0:
             return []
-        ids = Int8Array(allowed)
         if len(allowed) <= self.exact_allowed_max:
             # OFFSET 0 fences the subquery, so the planner cannot answer the ORDER BY by walking the graph:
             # just these rows are fetched by primary key and scored (a MATERIALIZED CTE spilled to disk)
             return self._query(f"SELECT template_id, d FROM (SELECT template_id, embedding <-> %s::vector AS d"
                                f" FROM {TABLE} WHERE template_id = ANY(%s) OFFSET 0) s ORDER BY d LIMIT %s",
-                               (q, ids, k), iterative=False)
+                               (q, Int8Array(allowed), k), iterative=False)
+        rows = self._estimated_rows()
+        if len(allowed) >= self.postfilter_min_share * rows:
+            hits = self._post_filtered(q, k, allowed, rows)
+            if hits is not None:
+                return hits
         # "+ 0" hides the primary key from the planner, which would otherwise fetch and sort every allowed row
         hits = self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
-                           " WHERE template_id + 0 = ANY(%s) ORDER BY d LIMIT %s", (q, ids, k), iterative=True)
+                           " WHERE template_id + 0 = ANY(%s) ORDER BY d LIMIT %s", (q, Int8Array(allowed), k),
+                           iterative=True)
         return sorted(hits, key=lambda h: h[1])
+
+    def _post_filtered(self, q: str, k: int, allowed: np.ndarray, rows: int) -> list[tuple[int, float]] | None:
+        """The graph walk without a filter, keeping allowed rows; None when too few came within the scan limit."""
+        if np.any(allowed[1:] < allowed[:-1]):
+            allowed = np.sort(allowed)
+        fetch = min(max(k, math.ceil(POSTFILTER_MARGIN * k * rows / len(allowed))), self.max_scan_tuples)
+        while True:
+            hits = self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE} ORDER BY d LIMIT %s",
+                               (q, fetch), iterative=True)
+            found = np.fromiter((t for t, _ in hits), dtype=np.int64, count=len(hits))
+            at = np.minimum(np.searchsorted(allowed, found), len(allowed) - 1)
+            kept = [h for h, ok in zip(hits, allowed[at] == found, strict=True) if ok]
+            # enough; or fewer rows than asked for within the scan limit: the walk reached every row it could
+            if len(kept) >= k or len(hits) < fetch:
+                return sorted(kept, key=lambda h: h[1])[:k]
+            if fetch >= self.max_scan_tuples:
+                return None
+            fetch = min(fetch * 4, self.max_scan_tuples)
+
+    def _estimated_rows(self) -> int:
+        """The planner's row count (refreshed by ANALYZE and autovacuum), read at most once a minute."""
+        now = time.monotonic()
+        if self._rows_estimate is None or now - self._rows_estimate[0] > ROWS_ESTIMATE_TTL_S:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (TABLE,)).fetchone()
+            rows = int(row[0]) if row else -1
+            self._rows_estimate = (now, rows if rows >= 0 else self.size)  # -1: never analysed yet
+        return max(self._rows_estimate[1], 1)
 
     def _query(self, query: str, params: tuple[Any, ...], *, iterative: bool) -> list[tuple[int, float]]:
         settings = [sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(self.ef_search)))]
