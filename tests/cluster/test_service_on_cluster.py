@@ -57,5 +57,6 @@ def test_enroll_dir_on_the_cluster_stores_what_the_local_pool_stores(
         assert svc.identify(london("002", "smiling")).match is None
         assert svc.privacy.audit.verify().ok
     finally:
+        svc.gallery._external.close(terminate=True)  # the deployment's named shards outlive a process
         for _, _, _, s in results.values():
             s.close()
