@@ -76,6 +76,15 @@ def test_top1_and_distances_equal_exact_search_in_numpy(filled: Filled) -> None:
             assert d == pytest.approx(float(np.linalg.norm(vectors[ids == tid][0] - probe)), rel=1e-5)
 
 
+def test_more_neighbours_than_ef_search_still_come_back_in_order(filled: Filled) -> None:
+    index, ids, vectors, probes = filled
+    index.ef_search = 20
+    got = index.search(probes[0], 60)
+    assert len(got) == 60
+    assert [d for _, d in got] == sorted(d for _, d in got)
+    assert got[0][0] == exact(ids, vectors, probes[0], 1)[0][0]
+
+
 def test_a_small_allowed_set_is_searched_exactly(filled: Filled) -> None:
     index, ids, vectors, probes = filled
     allowed = np.random.default_rng(1).choice(ids, 40, replace=False)

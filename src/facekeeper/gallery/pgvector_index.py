@@ -202,8 +202,9 @@ class PgVectorIndex:
             return []
         q = vector_literal(self._vectors(vector, 1)[0])
         if allowed is None:
+            # a plain walk returns at most ef_search rows: beyond that, keep walking (iterative scan)
             return self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
-                               " ORDER BY d LIMIT %s", (q, k), iterative=False)
+                               " ORDER BY d LIMIT %s", (q, k), iterative=k > self.ef_search)
         allowed = np.asarray(allowed, dtype=np.int64).ravel()
         if len(allowed) == 0:
             return []
@@ -219,10 +220,9 @@ class PgVectorIndex:
             if hits is not None:
                 return hits
         # "+ 0" hides the primary key from the planner, which would otherwise fetch and sort every allowed row
-        hits = self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
+        return self._query(f"SELECT template_id, embedding <-> %s::vector AS d FROM {TABLE}"
                            " WHERE template_id + 0 = ANY(%s) ORDER BY d LIMIT %s", (q, Int8Array(allowed), k),
                            iterative=True)
-        return sorted(hits, key=lambda h: h[1])
 
     def _post_filtered(self, q: str, k: int, allowed: np.ndarray, rows: int) -> list[tuple[int, float]] | None:
         """The graph walk without a filter, keeping allowed rows; None when too few came within the scan limit."""
@@ -237,7 +237,7 @@ class PgVectorIndex:
             kept = [h for h, ok in zip(hits, allowed[at] == found, strict=True) if ok]
             # enough; or fewer rows than asked for within the scan limit: the walk reached every row it could
             if len(kept) >= k or len(hits) < fetch:
-                return sorted(kept, key=lambda h: h[1])[:k]
+                return kept[:k]
             if fetch >= self.max_scan_tuples:
                 return None
             fetch = min(fetch * 4, self.max_scan_tuples)
@@ -253,6 +253,7 @@ class PgVectorIndex:
         return max(self._rows_estimate[1], 1)
 
     def _query(self, query: str, params: tuple[Any, ...], *, iterative: bool) -> list[tuple[int, float]]:
+        """Rows (id, distance) nearest first; ``iterative`` walks on past ef_search (in relaxed order, sorted here)."""
         settings = [sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(self.ef_search)))]
         if iterative:
             settings += [sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order"),
@@ -265,7 +266,8 @@ class PgVectorIndex:
                 cur.execute(setting)
             cur.execute(query, params)
             rows = cur.fetchall()
-        return [(int(i), float(d)) for i, d in rows]
+        hits = [(int(i), float(d)) for i, d in rows]
+        return sorted(hits, key=lambda h: h[1]) if iterative else hits
 
     def _vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
