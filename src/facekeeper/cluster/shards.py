@@ -245,13 +245,17 @@ class ShardedIndex:
     ``name`` makes the shards named, detached actors that every service process of the deployment shares
     (the first creates them; ``close`` leaves them running). Without it the actors belong to this process
     and die with it. ``timeout_s`` bounds a search, rebuilding shards included.
+
+    A shard is idle between queries, so by default it reserves no CPU (``num_cpus``), or N shards could
+    not be placed on fewer than N cores; ``memory`` (bytes, ~600 per template with IVF-Flat) reserves RAM
+    so Ray never puts more shards on a node than it can hold.
     """
 
     kind = "ray-shards"
 
     def __init__(self, source_url: str, shards: int, *, nprobe: int = 64, exact_below: int = 50_000,
                  nlist: int = 4096, dim: int = DIM, timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None,
-                 num_cpus: float = 1.0, memory: int | None = None) -> None:
+                 num_cpus: float = 0.0, memory: int | None = None) -> None:
         import ray
 
         if shards < 1:
