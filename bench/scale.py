@@ -163,10 +163,48 @@ def timed_searches(search: Callable[[np.ndarray], list[tuple[int, float]]], prob
     return Latency(lat), top1
 
 
+# -- the peer: face_recognition ----------------------------------------------------------------------
+
+PEER_QUERIES = 200  # its linear scan costs tens of ms per query at 1M
+
+
+def bench_peer(run: Run, w: Workload) -> Latency | None:
+    """face_recognition's 1:N: ``face_distance`` over every known encoding (a numpy scan), then the minimum."""
+    try:
+        import face_recognition
+    except ImportError:
+        run.notes.append("face_recognition row skipped: pip install --no-deps face_recognition==1.3.0")
+        return None
+    log(f"face_recognition {human(w.n)}: {PEER_QUERIES} linear scans")
+    known = w.data.vectors.astype(np.float64)  # as its encodings are
+
+    def search(p: np.ndarray) -> list[tuple[int, float]]:
+        d = face_recognition.face_distance(known, p)
+        i = int(np.argmin(d))
+        return [(i, float(d[i]))]
+
+    probes = w.probes[:PEER_QUERIES]
+    lat, top1 = timed_searches(search, probes, warmup=3)
+    exact = Workload(w.n, w.data, w.ids, probes, w.who[:PEER_QUERIES], w.exact_top1[:PEER_QUERIES])
+    r1, id1 = exact.score(top1)
+    run.table.add("face_recognition (peer): face_distance over all encodings", human(w.n), "-", "none",
+                  lat.ms(), f"{r1:.3f}", f"{id1:.3f}", "-")
+    return lat
+
+
+def peer_ratios(run: Run, w: Workload, peer: Latency | None, mine: dict[str, tuple[float, float]]) -> None:
+    """``mine``: backend -> (p50, p99) in seconds."""
+    if peer is None or not mine:
+        return
+    parts = [f"{name} {peer.pct(50) / p50:.0f}x / {peer.pct(99) / p99:.0f}x" for name, (p50, p99) in mine.items()]
+    run.notes.append(f"{human(w.n)}: query p50 / p99 speed-up over the peer's linear scan, same run: "
+                     + "; ".join(parts))
+
+
 # -- SQLite + faiss ----------------------------------------------------------------------------------
 
 
-def bench_sqlite(run: Run, w: Workload, work: Path) -> None:
+def bench_sqlite(run: Run, w: Workload, work: Path) -> tuple[float, float]:
     log(f"sqlite+faiss {human(w.n)}: load into SQLite")
     db_path = work / "gallery.sqlite"
     db = sqlite3.connect(db_path)
@@ -202,6 +240,7 @@ def bench_sqlite(run: Run, w: Workload, work: Path) -> None:
     kind = f"IVF-Flat nlist {min(s.nlist, w.n // 39)}, nprobe {s.nprobe}" if w.n >= s.exact_below else "exact"
     run.table.add(f"SQLite + faiss in-process ({kind})", human(w.n), rate(w.n, load_s), f"{build_s:.1f} s",
                   lat.ms(), f"{r1:.3f}", f"{id1:.3f}", f"{recovery_s:.2f} s (load sealed snapshot + 1st query)")
+    return lat.pct(50), lat.pct(99)
 
 
 # -- PostgreSQL + pgvector ---------------------------------------------------------------------------
@@ -234,7 +273,8 @@ def create_table(url: str, *, with_index: bool) -> None:
                 conn.execute(statement)
 
 
-def bench_pg(run: Run, w: Workload, server: LocalPostgres, build_workers: int, efs: Sequence[int]) -> None:
+def bench_pg(run: Run, w: Workload, server: LocalPostgres, build_workers: int,
+             efs: Sequence[int]) -> tuple[float, float]:
     name = f"scale_{w.n}"
     url = server.create_database(name)
     create_table(url, with_index=False)
@@ -272,6 +312,7 @@ def bench_pg(run: Run, w: Workload, server: LocalPostgres, build_workers: int, e
         run.table.add(f"PostgreSQL 18 + pgvector HNSW m16 efC64, ef_search {EF_SEARCH}", human(w.n),
                       rate(w.n, steps["copy_s"]), f"{steps['index_s']:.1f} s", lat.ms(), f"{r1:.3f}", f"{id1:.3f}",
                       f"{recovery_s:.2f} s (pg_ctl start to 1st answer)")
+        return lat.pct(50), lat.pct(99)
     finally:
         index.close()
         server.drop_database(name)
@@ -361,7 +402,7 @@ def ray_module() -> tuple[Any, Any] | str:
     return bench_ray, runtime
 
 
-def bench_ray(run: Run, w: Workload, server: LocalPostgres, bench: Any, shards: int) -> None:
+def bench_ray(run: Run, w: Workload, server: LocalPostgres, bench: Any, shards: int) -> tuple[float, float]:
     """The cluster module's own measurement, on this run's templates and PostgreSQL."""
     name = f"scale_ray_{w.n}"
     url = server.create_database(name)
@@ -376,6 +417,7 @@ def bench_ray(run: Run, w: Workload, server: LocalPostgres, bench: Any, shards: 
                       f"{r1:.3f}" if r1 is not None else "-", f"{r['id_at_1']:.3f}",
                       f"{r['recovery_s']:.2f} s (shard actor; {r['refused_during_recovery']} searches refused)"
                       if "recovery_s" in r else "-")
+        return r["p50_ms"] / 1e3, r["p99_ms"] / 1e3
     finally:
         server.drop_database(name)
 
@@ -412,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--sizes", default="100k,1M", help="gallery sizes, e.g. 10k,100k,1M")
     ap.add_argument("--queries", type=int, default=1000, help="probes per size and backend")
-    ap.add_argument("--skip", default="", help="comma list of backends to skip: sqlite,pg,ray")
+    ap.add_argument("--skip", default="", help="comma list of backends to skip: peer,sqlite,pg,ray")
     ap.add_argument("--efs", default="40,100,200,400,800", help="ef_search values swept for pgvector")
     ap.add_argument("--build-workers", type=int, default=1, help="parallel workers joining CREATE INDEX's leader")
     ap.add_argument("--shards", type=int, default=2, help="Ray shard actors")
@@ -433,12 +475,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             for n in parse_sizes(args.sizes):
                 log(f"{human(n)}: synthetic templates and exact answers")
                 w = workload(n, args.queries)
+                peer = bench_peer(run, w) if "peer" not in skip else None
+                mine: dict[str, tuple[float, float]] = {}
                 if "sqlite" not in skip:
-                    bench_sqlite(run, w, work)
+                    mine["SQLite+faiss"] = bench_sqlite(run, w, work)
                 if "pg" not in skip:
-                    bench_pg(run, w, server, args.build_workers, efs)
+                    mine["pgvector"] = bench_pg(run, w, server, args.build_workers, efs)
                 if not isinstance(ray_parts, str):
-                    bench_ray(run, w, server, ray_parts[0], args.shards)
+                    mine["Ray shards"] = bench_ray(run, w, server, ray_parts[0], args.shards)
+                peer_ratios(run, w, peer, mine)
                 del w
         finally:
             if not isinstance(ray_parts, str):
