@@ -409,7 +409,7 @@ def bench_ray(run: Run, w: Workload, server: LocalPostgres, bench: Any, shards: 
     try:
         log(f"ray {human(w.n)}: load, build {shards} shards, {len(w.probes)} searches, kill a shard")
         r = bench(w.n, w.data.vectors, w.ids, w.probes, w.who, labels=w.data.labels, url=url, shards=shards,
-                  k=K)
+                  k=K, exact_top1=w.exact_top1)
         r1 = r.get("r_at_1")  # bench_ray scores identities; a strict r@1 shows here once it reports one
         run.table.add(f"Ray + faiss shards ({r['shards']} x {r['kind']}, nlist {r['nlist']}, nprobe {r['nprobe']};"
                       f" {r['nodes']} node)", human(w.n), rate(w.n, r["load_s"]) + " (+ change log)",

@@ -111,11 +111,12 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 def bench_ray(n: int, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
               labels: np.ndarray | None = None, url: str | None = None, shards: int = 2, nprobe: int = 64,
               nlist: int = 4096, exact_below: int = 50_000, k: int = 1, kill: bool = True,
-              timeout_s: float = 5.0) -> dict[str, Any]:
+              timeout_s: float = 5.0, exact_top1: np.ndarray | None = None) -> dict[str, Any]:
     """Load ``n`` templates into PostgreSQL, build ``shards`` Ray shards from it, and measure them.
 
     ``truth[q]``: the identity of query ``q``; ``labels[i]``: the identity of ``ids[i]`` (without labels,
-    ``truth`` holds the expected template ids). Returns load and build seconds, query p50/p99 in ms over
+    ``truth`` holds the expected template ids); ``exact_top1[q]``, when given, the exact nearest template id,
+    for a strict recall@1 (``r_at_1``). Returns load and build seconds, query p50/p99 in ms over
     all ``queries`` (one at a time, as the gate sends them), id@1, and, with ``kill``, the seconds from
     killing one shard actor to the first complete answer (queries meanwhile fail as ``ShardUnavailable``).
     """
@@ -123,7 +124,7 @@ def bench_ray(n: int, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray,
         with throwaway_postgres() as local:
             return bench_ray(n, vectors, ids, queries, truth, labels=labels, url=local, shards=shards,
                              nprobe=nprobe, nlist=nlist, exact_below=exact_below, k=k, kill=kill,
-                             timeout_s=timeout_s)
+                             timeout_s=timeout_s, exact_top1=exact_top1)
     ids = np.asarray(ids[:n], dtype=np.int64)
     create_tables(url, vectors.shape[1])
     start = time.perf_counter()
@@ -137,14 +138,15 @@ def bench_ray(n: int, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray,
         label_of = None if labels is None else dict(zip(ids.tolist(), np.asarray(labels[:n]).tolist(), strict=True))
         for q in queries[:20]:  # warm-up: first calls set up Ray's connections to each actor
             index.search(q, k)
-        latencies, hits = [], 0
-        for q, expected in zip(queries, truth, strict=True):
+        latencies, hits, exact_hits = [], 0, 0
+        for i, (q, expected) in enumerate(zip(queries, truth, strict=True)):
             t0 = time.perf_counter()
             found = index.search(q, k)
             latencies.append(time.perf_counter() - t0)
             if found:
                 top = found[0][0]
                 hits += int((label_of[top] if label_of is not None else top) == int(expected))
+                exact_hits += int(exact_top1 is not None and top == int(exact_top1[i]))
         p50, p99 = _percentiles(latencies)
         result: dict[str, Any] = {
             "n": n, "shards": shards, "nprobe": nprobe, "kind": info[0]["kind"], "nlist": info[0]["nlist"],
@@ -152,6 +154,8 @@ def bench_ray(n: int, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray,
             "p50_ms": p50, "p99_ms": p99, "id_at_1": hits / len(queries), "queries": len(queries),
             "nodes": len({i["node_id"] for i in info}),
         }
+        if exact_top1 is not None:
+            result["r_at_1"] = exact_hits / len(queries)
         if kill:
             result.update(_recovery(index, queries[0]))
         return result
