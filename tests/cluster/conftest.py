@@ -1,4 +1,4 @@
-"""One real Ray cluster for the cluster tests: two nodes on 127.0.0.1, started once per session.
+"""One real Ray cluster for the cluster tests: two nodes on 127.0.0.1, started once for this package.
 
 Both nodes run in this machine (``ray.cluster_utils.Cluster``), each with its own raylet and object store,
 so "spread over nodes" and "a node's actors die with it" are real. They are started inside
@@ -22,7 +22,7 @@ from facekeeper.db.server import LocalPostgres
 DIM = 128
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/cluster is done: ~1 GB and two raylets
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
