@@ -83,6 +83,15 @@ class Latency:
         return len(self.samples)
 
 
+def print_footer(notes: Sequence[str], started: float) -> None:
+    """What every bench prints under its tables: its notes as a list, then how long the run took."""
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")
+    print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
+
+
 def fmt_ms(seconds: float) -> str:
     ms = seconds * 1e3
     if ms >= 100:

@@ -73,6 +73,7 @@ from common import (
     fmt_ms,
     log,
     machine,
+    print_footer,
     speedup,
     synthetic_faces,
     time_calls,
@@ -1052,11 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 step()
     print(header(backends, args, argv, (load_start, load())))
     print(report.table.markdown())
-    if report.notes:
-        print()
-        for note in report.notes:
-            print(f"- {note}")
-    print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
+    print_footer(report.notes, started)
 
 
 if __name__ == "__main__":

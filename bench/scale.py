@@ -59,6 +59,7 @@ from common import (
     distance_profile,
     log,
     machine,
+    print_footer,
     synthetic_faces,
     today,
     version,
@@ -486,11 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          ("pgvector: writes", run.writes)):
         if table.rows:
             print(f"\n## {title}\n\n{table.markdown()}")
-    if run.notes:
-        print()
-        for note in run.notes:
-            print(f"- {note}")
-    print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
+    print_footer(run.notes, started)
 
 
 if __name__ == "__main__":
