@@ -13,6 +13,7 @@ MACs the previous one), and the change log's sequence numbers commit in order, s
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -21,6 +22,10 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
+
+import psycopg
+import psycopg_pool
+from pgvector.psycopg import register_vector
 
 from facekeeper.errors import GalleryError, StoreUnavailable
 
@@ -105,7 +110,7 @@ class SqliteDatabase:
 @lru_cache(maxsize=512)
 def to_pyformat(sql: str) -> str:
     """``?`` placeholders to psycopg's ``%s`` (and a literal ``%`` doubled). Our SQL has no ``?`` in strings."""
-    return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 class _Rows:
@@ -145,14 +150,18 @@ class _PgConnection:
             _guard(lambda: self.raw.cursor().executemany(to_pyformat(sql), batch))
 
 
+GONE = (psycopg.OperationalError, psycopg.InterfaceError)  # the server or the connection, not the statement
+
+
 def _guard(call: Any) -> Any:
     """Turn "the server is gone" into ``StoreUnavailable`` (HTTP 503); other errors stay as they are."""
-    import psycopg
-
     try:
         return call()
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+    except GONE as exc:
         raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__}): retry shortly") from None
+    except psycopg_pool.PoolTimeout:
+        raise StoreUnavailable("no database connection could be had in time: the database is down or"
+                               " overloaded; retry shortly") from None
 
 
 class PostgresDatabase:
@@ -161,9 +170,6 @@ class PostgresDatabase:
     dialect = "postgres"
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
-        import psycopg_pool
-        from pgvector.psycopg import register_vector
-
         def configure(conn: Any) -> None:
             try:
                 register_vector(conn)
@@ -197,7 +203,7 @@ class PostgresDatabase:
                 cur = conn.execute(to_pyformat(sql), tuple(params))
                 return _Rows(cur.fetchall() if cur.description else [], cur.rowcount)
 
-        return _pool_guard(run)
+        return _guard(run)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.transaction() as tx:
@@ -208,23 +214,18 @@ class PostgresDatabase:
         """BEGIN, the write lock, ... COMMIT; rolled back on any exception. Not re-entrant, like SQLite's."""
         if self._current() is not None:
             raise GalleryError("a transaction is already open in this thread")
-        with _pool_context(self.pool, self._timeout) as conn:
+        with contextlib.ExitStack() as stack:
+            conn = _guard(lambda: stack.enter_context(self.pool.connection(timeout=self._timeout)))
             try:
                 with conn.transaction():
                     _guard(lambda: conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,)))
                     self._local.conn = _PgConnection(conn)
                     yield self._local.conn
-            except (_psycopg().OperationalError, _psycopg().InterfaceError) as exc:
+            except GONE as exc:
                 raise StoreUnavailable(f"the database went away mid-transaction ({type(exc).__name__}): nothing"
                                        " was written; retry") from None
             finally:
                 self._local.conn = None
-
-    @contextmanager
-    def raw_connection(self) -> Iterator[Any]:
-        """A pooled psycopg connection (autocommit) for bulk work: COPY, VACUUM, index builds."""
-        with _pool_context(self.pool, self._timeout) as conn:
-            yield conn
 
     def reclaim(self) -> None:
         """Nothing to do per erasure: PostgreSQL reuses dead rows after VACUUM (see docs/scaling.md)."""
@@ -233,44 +234,6 @@ class PostgresDatabase:
         self.pool.close()
 
 
-def _psycopg() -> Any:
-    import psycopg
-
-    return psycopg
-
-
-@contextmanager
-def _pool_context(pool: Any, timeout: float) -> Iterator[Any]:
-    import psycopg_pool
-
-    try:
-        cm = pool.connection(timeout=timeout)
-        conn = cm.__enter__()
-    except psycopg_pool.PoolTimeout:
-        raise StoreUnavailable("no database connection could be had in time: the database is down or"
-                               " overloaded; retry shortly") from None
-    try:
-        yield conn
-    except BaseException as exc:
-        cm.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    cm.__exit__(None, None, None)
-
-
-def _pool_guard(run: Any) -> Any:
-    import psycopg_pool
-
-    try:
-        return _guard(run)
-    except psycopg_pool.PoolTimeout:
-        raise StoreUnavailable("no database connection could be had in time: the database is down or"
-                               " overloaded; retry shortly") from None
-
-
 def redact(url: str) -> str:
     """A database URL fit for a message: the password replaced."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))

@@ -30,11 +30,11 @@ class KeyStore:
     WAL and base backups until they are reused or expire: docs/scaling.md states that horizon.
     """
 
-    def __init__(self, location: Path | str | Database, key: DeploymentKey, *, table: str = "subject_keys") -> None:
+    def __init__(self, location: Path | str, key: DeploymentKey, *, table: str = "subject_keys") -> None:
+        """``location``: a file of the key directory, or a PostgreSQL URL (whose ``table`` holds the keys)."""
         if table not in TABLES:
             raise ValueError(f"unknown key table {table}")
         self._table = table
-        self._owned = not isinstance(location, SqliteDatabase | PostgresDatabase)
         if isinstance(location, Path):
             location.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not location.exists():
@@ -43,10 +43,8 @@ class KeyStore:
             self._table = "subject_keys"  # one file per kind of key: the table name has always been this
             db.execute("CREATE TABLE IF NOT EXISTS subject_keys (pseudonym TEXT PRIMARY KEY, wrapped BLOB NOT NULL,"
                        " created_at REAL NOT NULL)")
-        elif isinstance(location, str):
-            db = PostgresDatabase(location, pool_size=2)
         else:
-            db = location
+            db = PostgresDatabase(location, pool_size=2)
         self._db = db
         self._kek = key.derive("subject-key-wrap")
         self.location = location
@@ -96,5 +94,4 @@ class KeyStore:
             f"SELECT pseudonym FROM {self._table} WHERE created_at < ?", (older_than,))]
 
     def close(self) -> None:
-        if self._owned:
-            self._db.close()
+        self._db.close()
