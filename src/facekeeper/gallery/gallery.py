@@ -470,8 +470,9 @@ class Gallery:
     def refresh(self) -> None:
         """Apply the store's change log (ours and other processes') to the in-memory index."""
         with self._lock:
-            if self.vectors_in_database:  # pgvector reads the table; Ray shards catch up to _seq per search
-                self._seq = self.store.last_change()
+            if self.vectors_in_database:  # pgvector reads the table itself; Ray shards catch up to _seq
+                if self._index_backend == "ray":
+                    self._seq = self.store.last_change()
                 return
             if self._index is None:
                 self._seq = self.store.last_change()
