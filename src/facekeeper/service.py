@@ -32,6 +32,7 @@ import numpy as np
 from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.config import Settings
+from facekeeper.db import migrate
 from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
@@ -181,11 +182,10 @@ class Service:
         if index_backend:
             settings.index.backend = index_backend
         config.validate(settings)
-        for url in {settings.database_url, settings.keystore_location("")} - {""}:
-            if isinstance(url, str):
-                from facekeeper.db import migrate
-
-                migrate.upgrade(url)
+        databases = {u for u in (settings.database_url, settings.keystore_location("keystore.db"))
+                     if isinstance(u, str) and u}  # a key directory file needs no migration
+        for url in databases:
+            migrate.upgrade(url)
         if settings.key_path.exists() and not os.environ.get(config.ENV_KEY):
             raise ConfigError(f"{settings.key_path} already exists: give a fresh --key-dir")
         data_dir.mkdir(parents=True, exist_ok=True)
