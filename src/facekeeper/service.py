@@ -57,7 +57,7 @@ class EnrollResult:
     subject_id: str
     pseudonym: str
     templates_added: int
-    quality: list[dict[str, float]]
+    quality: list[dict[str, float | str]]
 
 
 NO_FUSION = ("accurate mode is not in the signed model bundle (no fusion calibration): decided in fast mode;"

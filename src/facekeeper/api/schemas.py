@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -101,11 +101,22 @@ class Box(BaseModel):
     bottom: int
 
 
+class Quality(BaseModel):
+    """The quality gate's measures of one face (docs/quality.md)."""
+
+    eye_distance: float = Field(description="pixels between the eye centres in the photo")
+    sharpness: float = Field(description="variance of the Laplacian of the aligned chip")
+    yaw: float = Field(description="how far the head is turned, 0 frontal, 1 profile")
+    yaw_from: Literal["jaw", "eyes-nose"] = Field(
+        description="jaw: the 68-point jaw line; eyes-nose: the 5-point estimate of a clearly frontal face")
+    roll_degrees: float
+
+
 class DetectedFace(BaseModel):
     box: Box
     score: float
     landmarks: list[list[float]]
-    quality: dict[str, float]
+    quality: Quality
 
 
 class Detected(BaseModel):
@@ -116,7 +127,7 @@ class Enrolled(BaseModel):
     subject_id: str
     pseudonym: str
     templates_added: int
-    quality: list[dict[str, float]]
+    quality: list[Quality]
 
 
 class DecisionOut(BaseModel):

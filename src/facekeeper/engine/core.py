@@ -128,20 +128,25 @@ class Engine:
             quick_face=0.0 if every_face else self.settings.quick_face,
         )
 
-    def analyze(self, rgb: np.ndarray, detection: Detection, landmarks: int | None = None) -> Face:
+    def analyze(self, rgb: np.ndarray, detection: Detection, landmarks: int | None = None, *,
+                measure_jaw: bool = False) -> Face:
         """Landmarks, chip and quality for one detection, at full resolution.
 
-        The chip is cut with the configured landmark model (5 points, like dlib's own pipeline); quality
-        always uses the 68-point model, whose jaw line is what reveals a turned head.
+        The chip is cut with the configured landmark model (5 points, like dlib's own pipeline). Yaw needs
+        the 68-point jaw line, except for a face the 5-point screen finds clearly frontal (see ``quality``);
+        ``measure_jaw`` measures it for every face, for callers who report rather than gate.
         """
         shape = self.landmarker(landmarks).shape(rgb, detection.box)
         points = shape_to_array(shape)
         face_chip = align.chip(rgb, shape)
-        points68 = points if len(points) == 68 else self.landmarker(68)(rgb, detection.box)
-        return Face(detection, points, face_chip, quality.measure(points68, face_chip))
+        jaw = None
+        if len(points) == 5 and (measure_jaw or quality.needs_jaw(points, detection.frontal,
+                                                                   self.quality_settings.max_yaw)):
+            jaw = self.landmarker(68)(rgb, detection.box)
+        return Face(detection, points, face_chip, quality.measure(points, face_chip, jaw))
 
     def faces(self, rgb: np.ndarray, landmarks: int | None = None) -> list[Face]:
-        return [self.analyze(rgb, d, landmarks) for d in self.detect(rgb, every_face=True)]
+        return [self.analyze(rgb, d, landmarks, measure_jaw=True) for d in self.detect(rgb, every_face=True)]
 
     def single_face(self, rgb: np.ndarray, *, enrollment: bool, accurate: bool = False) -> Face:
         """The one face to use. Enrollment needs exactly one face and passes the quality gate.

@@ -11,7 +11,7 @@ the thorough pass run (``detect_max_side`` copy, ``upsample``), which finds face
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -21,10 +21,15 @@ from facekeeper.engine import models
 
 @dataclass(frozen=True)
 class Detection:
-    """A found face: box (left, top, right, bottom) in original-image pixels, and the detector's score."""
+    """A found face: box (left, top, right, bottom) in original-image pixels, and the detector's score.
+
+    ``frontal`` says whether one of HOG's front-looking filters found it (None: the detector does not say).
+    The quality gate uses it to decide whether a head may be turned.
+    """
 
     box: tuple[int, int, int, int]
     score: float
+    frontal: bool | None = None
 
     @property
     def width(self) -> int:
@@ -45,6 +50,11 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray, upsample: int) -> list[Detection]: ...
 
 
+# dlib's frontal face detector is five HOG filters: front looking, left looking, right looking, and front
+# looking but rotated left or right. Those that look ahead:
+HOG_FRONT_FILTERS = frozenset({0, 3, 4})
+
+
 class HogDetector:
     """dlib's HOG + linear SVM frontal face detector: fast on a CPU, the default."""
 
@@ -56,10 +66,10 @@ class HogDetector:
         self._det = dlib.get_frontal_face_detector()
 
     def detect(self, rgb: np.ndarray, upsample: int) -> list[Detection]:
-        rects, scores, _ = self._det.run(rgb, upsample, 0.0)
+        rects, scores, filters = self._det.run(rgb, upsample, 0.0)
         return [
-            Detection((r.left(), r.top(), r.right(), r.bottom()), float(s))
-            for r, s in zip(rects, scores, strict=True)
+            Detection((r.left(), r.top(), r.right(), r.bottom()), float(s), int(f) in HOG_FRONT_FILTERS)
+            for r, s, f in zip(rects, scores, filters, strict=True)
         ]
 
 
@@ -131,6 +141,6 @@ def _detect_scaled(detector: Detector, rgb: np.ndarray, *, upsample: int, max_si
         # and templates of faces at the edge agree with the peer's (w - 1 moved them by up to 0.05)
         box = (max(left, 0), max(top, 0), min(right, w), min(bottom, h))
         if box[2] > box[0] and box[3] > box[1]:
-            out.append(Detection(box, d.score))
+            out.append(replace(d, box=box))
     out.sort(key=lambda d: d.area, reverse=True)
     return out

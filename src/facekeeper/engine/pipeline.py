@@ -32,7 +32,7 @@ class Prepared:
 
     path: Path
     chip: np.ndarray | None
-    quality: dict[str, float] | None
+    quality: dict[str, float | str] | None
     error: FacekeeperError | None
     rejected: str | None = None
     crop: np.ndarray | None = None  # FaceNet's crop, when prepared for accurate mode
