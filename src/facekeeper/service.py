@@ -373,7 +373,8 @@ class Service:
             connect(None if cluster == "local" else cluster, state_dir=self.settings.key_dir / "ray")
             prepared = cluster_pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
         else:
-            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
+            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate,
+                                        on_start=self.engine.preload_embedder)
         for done, item in enumerate(prepared, start=1):
             subject_id = owner[item.path]
             if item.error is not None:

@@ -241,6 +241,7 @@ class ProcessRunner:
         self.workers = workers
         self._guard = guard
         self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["facekeeper.engine.preloaded"])  # workers fork with dlib's models
         self.blocked = self._ctx.Value("i", 0)
         self._lock = threading.Lock()
         self._pool = self._new_pool()

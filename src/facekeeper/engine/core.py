@@ -9,6 +9,7 @@ the box (each model's own crop rule), so one photo costs one detection and two e
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +90,17 @@ class Engine:
             if self._embedder is None:
                 self._embedder = make_embedder(self.settings)
             return self._embedder
+
+    def preload_embedder(self) -> None:
+        """Load the embedder on a background thread while this process has nothing else to do (bulk
+        enrollment waiting for its workers' first photos). The first ``embed`` waits for it (the engine's
+        lock); a failed load is not lost, the first ``embed`` tries again and raises."""
+
+        def load() -> None:
+            with contextlib.suppress(Exception):
+                _ = self.embedder
+
+        threading.Thread(target=load, name="facekeeper-embedder-load", daemon=True).start()
 
     @property
     def facenet(self) -> FaceNetEmbedder:

@@ -11,6 +11,7 @@ the thorough pass run (``detect_max_side`` copy, ``upsample``), which finds face
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -53,6 +54,7 @@ class Detector(Protocol):
 # dlib's frontal face detector is five HOG filters: front looking, left looking, right looking, and front
 # looking but rotated left or right. Those that look ahead:
 HOG_FRONT_FILTERS = frozenset({0, 3, 4})
+_HOG_LOCK = threading.Lock()
 
 
 class HogDetector:
@@ -61,12 +63,11 @@ class HogDetector:
     name = "hog"
 
     def __init__(self) -> None:
-        import dlib
-
-        self._det = dlib.get_frontal_face_detector()
+        self._det = models.frontal_detector()  # one per process, shared by every engine
 
     def detect(self, rgb: np.ndarray, upsample: int) -> list[Detection]:
-        rects, scores, filters = self._det.run(rgb, upsample, 0.0)
+        with _HOG_LOCK:  # dlib's detector keeps its feature pyramid in itself between load and scan
+            rects, scores, filters = self._det.run(rgb, upsample, 0.0)
         return [
             Detection((r.left(), r.top(), r.right(), r.bottom()), float(s), int(f) in HOG_FRONT_FILTERS)
             for r, s, f in zip(rects, scores, filters, strict=True)

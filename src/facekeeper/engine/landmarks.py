@@ -15,13 +15,10 @@ class Landmarker:
     """Wraps one dlib shape predictor; ``points`` is 5 or 68."""
 
     def __init__(self, points: int) -> None:
-        import dlib
-
         if points not in (5, 68):
             raise ValueError("landmark model must have 5 or 68 points")
         self.points = points
-        name = models.SHAPE_5 if points == 5 else models.SHAPE_68
-        self._predictor = dlib.shape_predictor(str(models.model_path(name)))
+        self._predictor = models.shape_predictor(models.SHAPE_5 if points == 5 else models.SHAPE_68)
 
     def shape(self, rgb: np.ndarray, box: tuple[int, int, int, int]):  # -> dlib.full_object_detection
         """The raw dlib shape, which ``align.chip`` consumes."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,16 +72,25 @@ def default_workers(settings: EngineSettings) -> int:
 
 
 def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
-            workers: int | None = None, accurate: bool = False) -> Iterator[Prepared]:
-    """Prepare every photo, in order, on ``workers`` processes (1 = in this process)."""
+            workers: int | None = None, accurate: bool = False,
+            on_start: Callable[[], object] | None = None) -> Iterator[Prepared]:
+    """Prepare every photo, in order, on ``workers`` processes (1 = in this process).
+
+    ``on_start`` runs just before the pool starts: the caller loads what it needs next (the embedder) on a
+    thread while the fork server loads dlib's models and the workers start.
+    """
     jobs = [(Path(p), enrollment, accurate) for p in paths]
     n = workers or default_workers(engine.settings)
     if n <= 1 or len(jobs) < 2:
         for job in jobs:
             yield _prepare_one(engine, *job)
         return
-    # forkserver: workers must not inherit the parent's onnxruntime threads or open SQLite handles
+    # forkserver: workers must not inherit the parent's onnxruntime threads or open SQLite handles. The
+    # server loads dlib's models once (if this process starts it) and each worker forks with them loaded.
     ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["facekeeper.engine.preloaded"])
+    if on_start is not None:
+        on_start()
     with ctx.Pool(min(n, len(jobs)), _init_worker,
                   (engine.settings, engine.quality_settings, engine.limits)) as pool:
         yield from pool.imap(_prepare_in_worker, jobs, chunksize=4)
