@@ -82,7 +82,7 @@ from common import (
 )
 from facekeeper.bundle import Licensing
 from facekeeper.config import EngineSettings, IndexSettings
-from facekeeper.engine import Detection, Engine
+from facekeeper.engine import Detection, Engine, models
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import FacekeeperError
 from facekeeper.gallery.index import VectorIndex
@@ -232,6 +232,7 @@ def _init_worker(kind: str, engine_kwargs: dict[str, Any], warm: str,
     if kind == "peer":
         _WORKER["run"] = _peer_images
     else:
+        models.preload()  # as enroll-dir's fork server does: the 68-point model too, which few photos need
         _WORKER["engine"] = CountingEngine(EngineSettings(**engine_kwargs))
         _WORKER["run"] = _facekeeper_images
     if warm:
