@@ -34,7 +34,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
 REPORT_FMRS = (1e-2, 1e-3, 1e-4)
 CALIBRATION_FMRS = (1e-2, 1e-3, 1e-4, 1e-5)
 MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impostor comparisons below it
-EMBED_CHUNK = 64  # chips held in memory before they are embedded
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 
 MISSING = {"", "NA", "N/A", "na", "n/a", "nan", "unknown"}  # attribute values that form no group
@@ -162,38 +161,24 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
     vectors: list[np.ndarray] = []
     side: list[np.ndarray] = []
     kept: list[Path] = []
-    chips: list[np.ndarray] = []
-    crops: list[np.ndarray] = []
     result = Embedded(np.zeros((0, 0), np.float32), [])
-
-    def flush() -> None:
-        if chips:
-            vectors.append(engine.embed(chips))
-            chips.clear()
-        if crops:
-            side.append(engine.embed_facenet(crops))
-            crops.clear()
-
-    prepared = pipeline.prepare(engine, photos, enrollment=False, workers=workers, accurate=accurate)
+    prepared = pipeline.prepare(engine, photos, enrollment=False, workers=workers, accurate=accurate, embed=True)
     for done, item in enumerate(prepared, 1):
         if item.error is not None:
             result.not_acquired.append((item.path, item.error.code))
         else:
-            assert item.chip is not None
+            assert item.descriptor is not None
             if item.rejected is not None:
                 result.quality_rejected.append((item.path, item.rejected))
-            chips.append(item.chip)
-            if item.crop is not None:
-                crops.append(item.crop)
+            vectors.append(item.descriptor)
+            if item.facenet_descriptor is not None:
+                side.append(item.facenet_descriptor)
             kept.append(item.path)
-            if len(chips) >= EMBED_CHUNK:
-                flush()
         if progress:
             progress(done, len(photos))
-    flush()
-    result.vectors = np.concatenate(vectors) if vectors else np.zeros((0, 128), np.float32)
+    result.vectors = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
     if accurate:
-        result.facenet = np.concatenate(side) if side else np.zeros((0, 512), np.float32)
+        result.facenet = np.stack(side) if side else np.zeros((0, 512), np.float32)
     result.paths = kept
     return result
 

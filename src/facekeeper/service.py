@@ -341,8 +341,8 @@ class Service:
         """Enroll a folder with one sub-folder per person (the folder name is the subject id).
 
         Each photo is judged on its own: a bad photo is skipped with its reason, the others enroll.
-        Photos are prepared on ``workers`` processes and embedded in batches across people; each person
-        is still one transaction, so an interrupted run leaves whole subjects or none. A person without a
+        Photos are prepared and embedded in batches on ``workers`` processes; each person is still one
+        transaction, so an interrupted run leaves whole subjects or none. A person without a
         live consent for the purpose is skipped (``consent-required``) before any photo of theirs is read,
         unless ``consent`` records the same form for everyone in the folder first.
 
@@ -365,7 +365,7 @@ class Service:
         ready: list[str] = []  # subjects whose photos are all prepared, in order
         remaining = {subject_id: len(files) for subject_id, files in jobs}
         photos = [f for _, files in jobs for f in files]
-        embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors made on the cluster
+        embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors the workers made
         if cluster:
             from facekeeper.cluster import pipeline as cluster_pipeline
             from facekeeper.cluster.runtime import connect
@@ -373,8 +373,7 @@ class Service:
             connect(None if cluster == "local" else cluster, state_dir=self.settings.key_dir / "ray")
             prepared = cluster_pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
         else:
-            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate,
-                                        on_start=self.engine.preload_embedder)
+            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate, embed=True)
         for done, item in enumerate(prepared, start=1):
             subject_id = owner[item.path]
             if item.error is not None:
@@ -384,9 +383,8 @@ class Service:
                 chips.setdefault(subject_id, []).append(item.chip)
                 if item.crop is not None:
                     crops.setdefault(subject_id, []).append(item.crop)
-                remote = getattr(item, "descriptor", None)
-                if remote is not None:
-                    embedded.setdefault(subject_id, []).append((remote, getattr(item, "facenet_descriptor", None)))
+                if item.descriptor is not None:
+                    embedded.setdefault(subject_id, []).append((item.descriptor, item.facenet_descriptor))
             remaining[subject_id] -= 1
             if remaining[subject_id] == 0 and subject_id in chips:
                 ready.append(subject_id)
@@ -428,7 +426,7 @@ class Service:
                          actor: Actor, embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] | None = None
                          ) -> None:
         """Embed several people's chips (and FaceNet crops, in accurate mode) in one batch, then store each
-        person in a transaction of its own. Descriptors the cluster already made (``embedded``) are used as
+        person in a transaction of its own. Descriptors the workers already made (``embedded``) are used as
         they are."""
         if not subjects:
             return

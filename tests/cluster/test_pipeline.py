@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facekeeper.cluster.pipeline import RemotePrepared, prepare
+from facekeeper.cluster.pipeline import prepare
 from facekeeper.engine import Engine, pipeline
 from tests.conftest import DATA, LONDON
 
@@ -24,14 +24,13 @@ def test_cluster_preparation_matches_the_local_pool_photo_by_photo(ray_cluster: 
     remote = list(prepare(engine, photos, workers=2, batch=3))
     assert [r.path for r in remote] == photos  # input order, whatever finished first
     for mine, theirs in zip(remote, local, strict=True):
-        assert isinstance(mine, RemotePrepared) or mine.error is not None
         assert (mine.error and mine.error.code) == (theirs.error and theirs.error.code)
         if theirs.chip is None:
-            assert mine.chip is None and getattr(mine, "descriptor", None) is None
+            assert mine.chip is None and mine.descriptor is None
             continue
         assert mine.chip is not None and np.array_equal(mine.chip, theirs.chip)
         assert mine.quality == theirs.quality
-        assert isinstance(mine, RemotePrepared) and mine.descriptor is not None
+        assert mine.descriptor is not None
         assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
     assert sum(r.error is None for r in remote) >= 12
     assert {r.error.code for r in remote if r.error} >= {"multiple-faces", "bad-image"}

@@ -8,10 +8,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine, pipeline
-from tests.conftest import london
+from tests.conftest import DATA, london
 
 
 def test_engines_in_one_process_share_dlibs_models() -> None:
@@ -23,10 +24,28 @@ def test_engines_in_one_process_share_dlibs_models() -> None:
 
 
 def test_the_fork_servers_module_loads_every_dlib_model() -> None:
-    code = ("from facekeeper.engine import models; import facekeeper.engine.preloaded; "
-            "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize)")
+    code = ("from facekeeper.engine import dlib_onnx, models; import facekeeper.engine.preloaded; "
+            "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize, "
+            "len(dlib_onnx._PREBUILT))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.split() == ["1", "2"]
+    assert out.stdout.split() == ["1", "2", "1"]
+
+
+def test_a_prebuilt_embedder_is_the_one_built_from_the_file(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facekeeper.engine import dlib_onnx
+
+    built = dlib_onnx.OnnxResnetEmbedder()
+    monkeypatch.setattr(dlib_onnx, "_PREBUILT", {})
+    dlib_onnx.prebuild()
+
+    def no_file(source: Path) -> tuple[str, bytes]:
+        raise AssertionError("a prebuilt embedder must not read the .dat again")
+
+    monkeypatch.setattr(dlib_onnx, "_build_from_file", no_file)
+    prebuilt = dlib_onnx.OnnxResnetEmbedder()
+    assert prebuilt.source_sha256 == built.source_sha256
+    chips = np.stack([engine.single_face(engine.decode(london(p)), enrollment=False).chip for p in ("001", "002")])
+    assert np.array_equal(prebuilt.embed(chips), built.embed(chips))
 
 
 def test_a_shared_detector_gives_the_same_faces_from_several_threads(engine: Engine) -> None:
@@ -46,23 +65,28 @@ def test_a_shared_detector_gives_the_same_faces_from_several_threads(engine: Eng
     assert results == [expected] * 15
 
 
-def test_on_start_runs_before_the_pool_answers_and_results_keep_their_order(engine: Engine) -> None:
-    photos = [london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")]
-    calls: list[str] = []
-    prepared = []
-    for item in pipeline.prepare(engine, photos, workers=2, on_start=lambda: calls.append("start")):
-        calls.append("item")
-        prepared.append(item)
-    assert calls[0] == "start" and calls.count("start") == 1
-    assert [p.path for p in prepared] == [Path(p) for p in photos]
-    serial = list(pipeline.prepare(engine, photos, workers=1))
-    assert all(np.array_equal(a.chip, b.chip) and a.quality == b.quality for a, b in zip(prepared, serial, strict=True))
+def test_workers_that_embed_give_the_pools_chips_and_the_engines_descriptors_in_order(engine: Engine,
+                                                                                       tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    photos = [*(london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")),
+              tmp_path / "broken.jpg", DATA / "multi" / "obama_and_biden.jpg", london("004")]
+    plain = list(pipeline.prepare(engine, photos, workers=2))
+    for workers in (2, 1):
+        embedded = list(pipeline.prepare(engine, photos, workers=workers, embed=True))
+        assert [p.path for p in embedded] == [Path(p) for p in photos]
+        for mine, theirs in zip(embedded, plain, strict=True):
+            assert (mine.error and mine.error.code) == (theirs.error and theirs.error.code)
+            if theirs.chip is None:
+                assert mine.chip is None and mine.descriptor is None
+                continue
+            assert np.array_equal(mine.chip, theirs.chip) and mine.quality == theirs.quality
+            assert mine.descriptor is not None and mine.facenet_descriptor is None
+            assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
+    assert sum(p.descriptor is not None for p in embedded) == 7
 
 
-def test_preload_embedder_loads_it_off_the_calling_thread() -> None:
+def test_the_parent_of_embedding_workers_never_loads_the_embedder(tmp_path: Path) -> None:
     fresh = Engine(EngineSettings())
-    fresh.preload_embedder()
-    chips = np.zeros((2, 150, 150, 3), np.uint8)
-    assert fresh.embed(chips).shape == (2, 128)  # waits for the load, then embeds
-    assert fresh._embedder is not None
-
+    photos = [london(p) for p in ("001", "002", "003")]
+    assert all(p.descriptor is not None for p in pipeline.prepare(fresh, photos, workers=2, embed=True))
+    assert fresh.model_id == "dlib-resnet-v1" and fresh._embedder is None

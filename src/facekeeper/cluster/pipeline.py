@@ -3,8 +3,8 @@
 ``prepare`` is ``facekeeper.engine.pipeline.prepare`` with Ray actors in place of local processes: it
 yields one ``Prepared`` per photo, in input order, so ``enroll-dir --cluster`` runs the same loop (consent
 checks, audit and storage stay in the caller, on this machine). Each actor loads an ``Engine`` once and
-keeps it. Since the local pool's parent embeds on one core and would become the bottleneck of a cluster,
-the actors also embed (``embed=True``): the results are then ``RemotePrepared`` carrying descriptors.
+keeps it. Like the local workers of ``enroll-dir``, the actors also embed (``embed=True``, with the same
+``embed_prepared``): a caller embedding for a whole cluster would be its bottleneck.
 
 Photos are read here and sent to the actors, so the nodes need no shared folder. In flight they sit in
 Ray's object store (memory; on disk only if the operator turned spilling on), and only ``in_flight``
@@ -20,24 +20,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
 from facekeeper.engine import image
 from facekeeper.engine.core import Engine
-from facekeeper.engine.pipeline import Prepared, _prepare_one
+from facekeeper.engine.pipeline import Prepared, _prepare_one, embed_prepared
 from facekeeper.errors import FacekeeperError
 
 DEFAULT_BATCH = 8  # photos per actor call: amortises the call (~1-2 ms) over ~10-30 ms of work per photo
 DEFAULT_IN_FLIGHT = 2  # batches queued per actor: one running, one ready to start
-
-
-@dataclasses.dataclass(frozen=True)
-class RemotePrepared(Prepared):
-    """A ``Prepared`` whose descriptors were computed on the cluster (``None`` when the photo failed)."""
-
-    descriptor: np.ndarray | None = None
-    facenet_descriptor: np.ndarray | None = None
 
 
 class Preparer:
@@ -50,23 +40,7 @@ class Preparer:
                 embed: bool) -> list[Prepared]:
         done = [dataclasses.replace(_prepare_one(self._engine, data, enrollment, accurate, path.name), path=path)
                 for path, data in batch]
-        if not embed:
-            return done
-        ok = [p for p in done if p.chip is not None]
-        descriptors = self._engine.embed([p.chip for p in ok]) if ok else np.empty((0, 128), np.float32)
-        crops = [p for p in ok if p.crop is not None]
-        side = self._engine.embed_facenet([p.crop for p in crops]) if crops else None
-        side_of = {id(p): side[i] for i, p in enumerate(crops)} if side is not None else {}
-        out: list[Prepared] = []
-        row = iter(range(len(ok)))
-        for p in done:
-            fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(Prepared)}
-            if p.chip is None:
-                out.append(RemotePrepared(**fields))
-            else:
-                out.append(RemotePrepared(**fields, descriptor=descriptors[next(row)],
-                                          facenet_descriptor=side_of.get(id(p))))
-        return out
+        return embed_prepared(self._engine, done) if embed else done
 
 
 def _read(path: Path, limits: LimitSettings) -> tuple[bytes | None, FacekeeperError | None]:

@@ -9,7 +9,6 @@ the box (each model's own crop rule), so one photo costs one detection and two e
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from facekeeper.engine.landmarks import Landmarker, shape_to_array
 from facekeeper.errors import MultipleFaces, NoFace, QualityRejected
 
 if TYPE_CHECKING:  # both import onnx and protobuf: loaded only when accurate mode first runs
+    from facekeeper.engine.dlib_onnx import OnnxResnetEmbedder
     from facekeeper.engine.facenet import FaceNetEmbedder
     from facekeeper.engine.mtcnn import MtcnnDetector
 
@@ -90,17 +90,6 @@ class Engine:
             if self._embedder is None:
                 self._embedder = make_embedder(self.settings)
             return self._embedder
-
-    def preload_embedder(self) -> None:
-        """Load the embedder on a background thread while this process has nothing else to do (bulk
-        enrollment waiting for its workers' first photos). The first ``embed`` waits for it (the engine's
-        lock); a failed load is not lost, the first ``embed`` tries again and raises."""
-
-        def load() -> None:
-            with contextlib.suppress(Exception):
-                _ = self.embedder
-
-        threading.Thread(target=load, name="facekeeper-embedder-load", daemon=True).start()
 
     @property
     def facenet(self) -> FaceNetEmbedder:
@@ -238,7 +227,18 @@ class Engine:
 
     @property
     def model_id(self) -> str:
-        return self.embedder.model_id
+        """The embedder's model id, without loading it (a process whose workers embed never needs it)."""
+        if self._embedder is not None:
+            return self._embedder.model_id
+        return embedder_class(self.settings).model_id
+
+
+def embedder_class(settings: EngineSettings) -> type[OnnxResnetEmbedder] | type[DlibEmbedder]:
+    if settings.backend == "onnx":
+        from facekeeper.engine.dlib_onnx import OnnxResnetEmbedder
+
+        return OnnxResnetEmbedder
+    return DlibEmbedder
 
 
 def make_embedder(settings: EngineSettings) -> Embedder:

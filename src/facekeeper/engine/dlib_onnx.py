@@ -438,6 +438,25 @@ def build_onnx_model(weights: DlibResnetWeights) -> onnx.ModelProto:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _build_from_file(source: Path) -> tuple[str, bytes]:
+    """The ``.dat``'s SHA-256 and the ONNX model built from it."""
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the face-recognition model {source}: {exc.strerror}") from None
+    return hashlib.sha256(data).hexdigest(), build_onnx_model(parse_dlib_resnet(data)).SerializeToString()
+
+
+# Filled only in the worker pools' fork server (``prebuild``): its workers then only open a session.
+_PREBUILT: dict[Path, tuple[str, bytes]] = {}
+
+
+def prebuild() -> None:
+    """Parse the shipped ``.dat`` and build the ONNX model now, for the processes forked from this one."""
+    source = models.model_path(models.RESNET)
+    _PREBUILT[source] = _build_from_file(source)
+
+
 class OnnxResnetEmbedder:
     """The same network and weights as ``DlibEmbedder``, batched and multi-threaded by onnxruntime.
 
@@ -453,21 +472,15 @@ class OnnxResnetEmbedder:
         if threads < 1 or batch_size < 1:
             raise ValueError(f"threads and batch_size must be >= 1, got {threads} and {batch_size}")
         source = Path(path) if path is not None else models.model_path(models.RESNET)
-        try:
-            data = source.read_bytes()
-        except OSError as exc:
-            raise BundleError(f"cannot read the face-recognition model {source}: {exc.strerror}") from None
-        self.source_sha256 = hashlib.sha256(data).hexdigest()  # recorded in the bundle manifest
+        # recorded in the bundle manifest
+        self.source_sha256, onnx_bytes = _PREBUILT.get(source) or _build_from_file(source)
         self.batch_size = batch_size
-        model = build_onnx_model(parse_dlib_resnet(data))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips)
