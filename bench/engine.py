@@ -10,7 +10,9 @@ Measured:
 1. enroll throughput (decode -> template), images/s, with 2 processes and with 1, on ../shared/faces
    people/ (1-2 Mpx), london/ (600 px) and a sample of calibration/faces94/ (180x200); faces found by
    each, the files where they differ, and the distance between the two libraries' descriptors of a photo;
-   where a target is missed, a few (detect_max_side, upsample) settings show which matches the peer;
+   where a target is missed, a few (detect_max_side, upsample) settings show which matches the peer; and
+   the whole ``enroll-dir`` (``Service.enroll_dir`` in a fresh process, start-up, consent, sealing, storage
+   and audit included) against the peer's pool timed from its processes' start;
 2. verify latency (image vs image, image vs enrolled subject through ``Service.verify``);
 3. identify latency and recall of ``VectorIndex`` on 1k..1M synthetic dlib-like templates, the full
    ``Gallery``/``Service`` path at 10k, bytes per stored template;
