@@ -92,6 +92,25 @@ def print_footer(notes: Sequence[str], started: float) -> None:
     print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
 
 
+def parse_sizes(text: str) -> list[int]:
+    """``"1k,10k,1M"`` -> ``[1000, 10000, 1000000]``."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
+        out.append(int(float(part.rstrip("km")) * scale))
+    return out
+
+
+def human(n: int) -> str:
+    """``1000000`` -> ``"1M"``, ``10000`` -> ``"10k"``; other counts as they are."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return str(n)
+
+
 def fmt_ms(seconds: float) -> str:
     ms = seconds * 1e3
     if ms >= 100:

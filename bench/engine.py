@@ -73,8 +73,10 @@ from common import (
     dir_bytes,
     distance_profile,
     fmt_ms,
+    human,
     log,
     machine,
+    parse_sizes,
     print_footer,
     speedup,
     synthetic_faces,
@@ -741,21 +743,8 @@ def bench_verify(report: Report, backends: Backends, reps: int, work: Path) -> N
 # -- identify -------------------------------------------------------------------------------------------
 
 
-def parse_sizes(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
-        out.append(int(float(part.rstrip("km")) * scale))
-    return out
 
 
-def human(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n >= 1_000 and n % 1_000 == 0:
-        return f"{n // 1_000}k"
-    return str(n)
 
 
 @contextlib.contextmanager

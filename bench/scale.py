@@ -57,8 +57,10 @@ from common import (
     Synthetic,
     Table,
     distance_profile,
+    human,
     log,
     machine,
+    parse_sizes,
     print_footer,
     synthetic_faces,
     today,
@@ -128,19 +130,8 @@ def workload(n: int, queries: int) -> Workload:
     return Workload(n, data, np.arange(n, dtype=np.int64), probes, who, gt[:, 0].astype(np.int64))
 
 
-def human(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    return f"{n // 1_000}k" if n >= 1_000 and n % 1_000 == 0 else str(n)
 
 
-def parse_sizes(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
-        out.append(int(float(part.rstrip("km")) * scale))
-    return out
 
 
 def rate(rows: int, seconds: float) -> str:
