@@ -341,7 +341,7 @@ class Service:
         """Enroll a folder with one sub-folder per person (the folder name is the subject id).
 
         Each photo is judged on its own: a bad photo is skipped with its reason, the others enroll.
-        Photos are prepared and embedded in batches on ``workers`` processes; each person is still one
+        Photos are prepared and embedded in batches on ``workers`` processes; each person is one
         transaction, so an interrupted run leaves whole subjects or none. A person without a
         live consent for the purpose is skipped (``consent-required``) before any photo of theirs is read,
         unless ``consent`` records the same form for everyone in the folder first.
@@ -360,12 +360,10 @@ class Service:
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
         total = sum(len(files) for _, files in jobs)
         owner = {f: subject_id for subject_id, files in jobs for f in files}
-        chips: dict[str, list[np.ndarray]] = {}
-        crops: dict[str, list[np.ndarray]] = {}
+        made: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors the workers made
         ready: list[str] = []  # subjects whose photos are all prepared, in order
         remaining = {subject_id: len(files) for subject_id, files in jobs}
         photos = [f for _, files in jobs for f in files]
-        embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors the workers made
         if cluster:
             from facekeeper.cluster import pipeline as cluster_pipeline
             from facekeeper.cluster.runtime import connect
@@ -379,19 +377,15 @@ class Service:
             if item.error is not None:
                 summary.skipped.append((f"{subject_id}/{item.path.name}", item.error.code, item.error.message))
             else:
-                assert item.chip is not None
-                chips.setdefault(subject_id, []).append(item.chip)
-                if item.crop is not None:
-                    crops.setdefault(subject_id, []).append(item.crop)
-                if item.descriptor is not None:
-                    embedded.setdefault(subject_id, []).append((item.descriptor, item.facenet_descriptor))
+                assert item.descriptor is not None
+                made.setdefault(subject_id, []).append((item.descriptor, item.facenet_descriptor))
             remaining[subject_id] -= 1
-            if remaining[subject_id] == 0 and subject_id in chips:
+            if remaining[subject_id] == 0 and subject_id in made:
                 ready.append(subject_id)
             if progress:
                 progress(done, total)
-            if sum(len(chips[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
-                self._enroll_prepared(ready, chips, crops, summary, purpose, actor, embedded)
+            if sum(len(made[s]) for s in ready) >= self.engine.settings.batch_size or done == total:
+                self._store_prepared(ready, made, summary, purpose, actor)
                 ready = []
         return summary
 
@@ -421,41 +415,26 @@ class Service:
             kept.append((subject_id, files))
         return kept, accurate
 
-    def _enroll_prepared(self, subjects: list[str], chips: dict[str, list[np.ndarray]],
-                         crops: dict[str, list[np.ndarray]], summary: BulkSummary, purpose: str | None,
-                         actor: Actor, embedded: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] | None = None
-                         ) -> None:
-        """Embed several people's chips (and FaceNet crops, in accurate mode) in one batch, then store each
-        person in a transaction of its own. Descriptors the workers already made (``embedded``) are used as
-        they are."""
+    def _store_prepared(self, subjects: list[str], made: dict[str, list[tuple[np.ndarray, np.ndarray | None]]],
+                        summary: BulkSummary, purpose: str | None, actor: Actor) -> None:
+        """Store each person's descriptors (and FaceNet's, in accurate mode) in a transaction of its own, then
+        anchor the audit chain once for the group."""
         if not subjects:
             return
-        made = [pair for s in subjects for pair in (embedded or {}).pop(s, [])]
-        if made:
-            descriptors = np.stack([d for d, _ in made])
-            side_rows = [f for _, f in made if f is not None]
-            side = np.stack(side_rows) if side_rows and len(side_rows) == len(made) else None
-            for s in subjects:
-                crops.pop(s, None)
-        else:
-            batch = [c for s in subjects for c in chips[s]]
-            descriptors = self.engine.embed(batch)
-            # in accurate mode every prepared photo has its crop, so the rows line up with ``descriptors``
-            side_batch = [c for s in subjects for c in crops.pop(s, [])]
-            side = self.engine.embed_facenet(side_batch) if side_batch else None
-        start = 0
         for subject_id in subjects:
-            n = len(chips.pop(subject_id))
+            rows = made.pop(subject_id)
+            descriptors = np.stack([d for d, _ in rows])
+            side_rows = [f for _, f in rows if f is not None]
+            side = np.stack(side_rows) if side_rows and len(side_rows) == len(rows) else None
             try:
                 with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
                     pseudonym = self.privacy.prepare_enroll(op, subject_id)
-                    self.gallery.enroll(subject_id, descriptors[start : start + n], self.engine.model_id,
+                    self.gallery.enroll(subject_id, descriptors, self.engine.model_id,
                                         pseudonym=pseudonym, within=self.privacy.enroll_hook(op),
-                                        side=None if side is None else {FACENET_MODEL_ID: side[start : start + n]})
-                summary.enrolled[subject_id] = n
+                                        side=None if side is None else {FACENET_MODEL_ID: side})
+                summary.enrolled[subject_id] = len(rows)
             except FacekeeperError as exc:  # e.g. consent withdrawn while the photos were prepared
                 summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
-            start += n
         self.privacy.audit.anchor()
 
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
