@@ -23,7 +23,7 @@ from typing import Any
 from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
 from facekeeper.engine import image
 from facekeeper.engine.core import Engine
-from facekeeper.engine.pipeline import Prepared, _prepare_one, embed_prepared
+from facekeeper.engine.pipeline import Prepared, _prepare_one, batches, embed_prepared
 from facekeeper.errors import FacekeeperError
 
 DEFAULT_BATCH = 8  # photos per actor call: amortises the call (~1-2 ms) over ~10-30 ms of work per photo
@@ -65,7 +65,7 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True, a
     remote = ray.remote(Preparer).options(num_cpus=1, max_restarts=-1, max_task_retries=3,
                                           scheduling_strategy="SPREAD")
     actors = [remote.remote(*settings) for _ in range(count)]
-    jobs = _batches((Path(p) for p in paths), batch)
+    jobs = batches((Path(p) for p in paths), batch)
     pending: deque[tuple[list[Prepared | None], Any]] = deque()  # in input order
     idle = deque(actors * in_flight)
     try:
@@ -99,13 +99,3 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True, a
         for actor in actors:
             ray.kill(actor, no_restart=True)
 
-
-def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
-    chunk: list[Path] = []
-    for path in paths:
-        chunk.append(path)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

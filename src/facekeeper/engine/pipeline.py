@@ -119,7 +119,7 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
             for job in jobs:
                 yield _prepare_one(engine, *job)
             return
-        for batch in _batches(jobs, engine.settings.batch_size):
+        for batch in batches(jobs, engine.settings.batch_size):
             yield from embed_prepared(engine, [_prepare_one(engine, *job) for job in batch])
         return
     with _worker_context().Pool(n, _init_worker, (engine.settings, engine.quality_settings, engine.limits)) as pool:
@@ -128,9 +128,17 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
             return
         # batches no larger than an even share, so a short list still keeps every worker busy
         size = max(1, min(engine.settings.batch_size, -(-len(jobs) // n)))
-        for done in pool.imap(_prepare_batch_in_worker, _batches(jobs, size)):
+        for done in pool.imap(_prepare_batch_in_worker, batches(jobs, size)):
             yield from done
 
 
-def _batches(items: list[T], size: int) -> Iterator[list[T]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read lazily."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
