@@ -28,7 +28,7 @@ def test_cluster_preparation_matches_the_local_pool_photo_by_photo(ray_cluster: 
         if theirs.chip is None:
             assert mine.chip is None and mine.descriptor is None
             continue
-        assert mine.chip is not None and np.array_equal(mine.chip, theirs.chip)
+        assert mine.chip is None  # embedded on the node: no face image crosses the cluster
         assert mine.quality == theirs.quality
         assert mine.descriptor is not None
         assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)

@@ -65,8 +65,8 @@ def test_a_shared_detector_gives_the_same_faces_from_several_threads(engine: Eng
     assert results == [expected] * 15
 
 
-def test_workers_that_embed_give_the_pools_chips_and_the_engines_descriptors_in_order(engine: Engine,
-                                                                                       tmp_path: Path) -> None:
+def test_workers_that_embed_send_the_engines_descriptors_in_order_and_no_face_image(engine: Engine,
+                                                                                      tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     photos = [*(london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")),
               tmp_path / "broken.jpg", DATA / "multi" / "obama_and_biden.jpg", london("004")]
@@ -79,7 +79,8 @@ def test_workers_that_embed_give_the_pools_chips_and_the_engines_descriptors_in_
             if theirs.chip is None:
                 assert mine.chip is None and mine.descriptor is None
                 continue
-            assert np.array_equal(mine.chip, theirs.chip) and mine.quality == theirs.quality
+            assert mine.chip is None and mine.crop is None  # the chip stayed in the worker
+            assert mine.quality == theirs.quality
             assert mine.descriptor is not None and mine.facenet_descriptor is None
             assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
     assert sum(p.descriptor is not None for p in embedded) == 7
@@ -90,3 +91,15 @@ def test_the_parent_of_embedding_workers_never_loads_the_embedder(tmp_path: Path
     photos = [london(p) for p in ("001", "002", "003")]
     assert all(p.descriptor is not None for p in pipeline.prepare(fresh, photos, workers=2, embed=True))
     assert fresh.model_id == "dlib-resnet-v1" and fresh._embedder is None
+
+
+def test_in_accurate_mode_workers_send_both_descriptors_and_neither_image(engine: Engine) -> None:
+    photos = [london(p) for p in ("001", "002", "003")]
+    plain = list(pipeline.prepare(engine, photos, workers=1, accurate=True))
+    embedded = list(pipeline.prepare(engine, photos, workers=2, accurate=True, embed=True))
+    for mine, theirs in zip(embedded, plain, strict=True):
+        assert theirs.chip is not None and theirs.crop is not None
+        assert mine.chip is None and mine.crop is None
+        assert mine.descriptor is not None and mine.facenet_descriptor is not None
+        assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
+        assert np.allclose(mine.facenet_descriptor, engine.embed_facenet([theirs.crop])[0], atol=1e-5)

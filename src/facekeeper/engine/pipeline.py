@@ -5,7 +5,8 @@ landmarks) dominate, and they are single-threaded dlib/Pillow code: the only way
 one process per core. Workers send back only the 150x150 chip (and, in accurate mode, FaceNet's 160x160
 crop) and the quality figures, never the photo. Results come back in input order.
 
-With ``embed=True`` each worker also embeds its own batch of photos and sends the descriptors: one process
+With ``embed=True`` each worker also embeds its own batch of photos and sends the descriptors instead of the
+chips, so no face image leaves it: one process
 per core then does all the work, where a parent embedding for every worker would be one process more than
 there are cores, its network evicting the workers' models from the caches (faces94 photos: 145 against 127
 photos/s on two cores).
@@ -29,7 +30,8 @@ from facekeeper.errors import FacekeeperError, QualityRejected
 
 @dataclass(frozen=True)
 class Prepared:
-    """One photo's outcome: an aligned chip and its quality, or the error that stopped it.
+    """One photo's outcome: an aligned chip (or, once embedded, its descriptor instead) and its quality, or
+    the error that stopped it.
 
     For probes (``enrollment=False``) a face that fails the quality gate still yields its chip, and
     ``rejected`` names the gate's reason: evaluation counts it as a failure to enrol but still compares it.
@@ -76,7 +78,11 @@ def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
 
 
 def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
-    """``done`` with descriptors added: every chip (and FaceNet crop) embedded in one batch."""
+    """``done`` with each chip (and FaceNet crop) embedded in one batch and then dropped.
+
+    Only the descriptors and quality figures travel back to the caller: the aligned face images stay in
+    the process (or on the cluster node) that cut them, which is all the caller needs (minimization).
+    """
     ok = [p for p in done if p.chip is not None]
     if not ok:
         return done
@@ -84,7 +90,8 @@ def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
     with_crop = [p for p in ok if p.crop is not None]
     side = iter(engine.embed_facenet([p.crop for p in with_crop])) if with_crop else iter(())
     return [p if p.chip is None else
-            replace(p, descriptor=next(descriptors), facenet_descriptor=next(side) if p.crop is not None else None)
+            replace(p, chip=None, crop=None, descriptor=next(descriptors),
+                    facenet_descriptor=next(side) if p.crop is not None else None)
             for p in done]
 
 
