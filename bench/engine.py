@@ -743,10 +743,6 @@ def bench_verify(report: Report, backends: Backends, reps: int, work: Path) -> N
 # -- identify -------------------------------------------------------------------------------------------
 
 
-
-
-
-
 @contextlib.contextmanager
 def omp_threads(n: int) -> Iterator[None]:
     """Run faiss with ``n`` OpenMP threads inside the block (the service leaves faiss at one per core)."""

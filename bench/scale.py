@@ -130,10 +130,6 @@ def workload(n: int, queries: int) -> Workload:
     return Workload(n, data, np.arange(n, dtype=np.int64), probes, who, gt[:, 0].astype(np.int64))
 
 
-
-
-
-
 def rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f} ({seconds:.1f} s)"
 

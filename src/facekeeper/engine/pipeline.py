@@ -6,10 +6,9 @@ one process per core. Workers send back only the 150x150 chip (and, in accurate 
 crop) and the quality figures, never the photo. Results come back in input order.
 
 With ``embed=True`` each worker also embeds its own batch of photos and sends the descriptors instead of the
-chips, so no face image leaves it: one process
-per core then does all the work, where a parent embedding for every worker would be one process more than
-there are cores, its network evicting the workers' models from the caches (faces94 photos: 145 against 127
-photos/s on two cores).
+chips, so no face image leaves it. One process per core then does all the work, where a parent embedding
+for every worker would be one process more than there are cores, its network evicting the workers' models
+from the caches (faces94 photos: 145 against 127 photos/s on two cores).
 """
 
 from __future__ import annotations
@@ -95,9 +94,13 @@ def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
             for p in done]
 
 
+def _prepare_batch(engine: Engine, jobs: list[tuple[Path, bool, bool]]) -> list[Prepared]:
+    return embed_prepared(engine, [_prepare_one(engine, *job) for job in jobs])
+
+
 def _prepare_batch_in_worker(jobs: list[tuple[Path, bool, bool]]) -> list[Prepared]:
     assert _worker_engine is not None
-    return embed_prepared(_worker_engine, [_prepare_one(_worker_engine, *job) for job in jobs])
+    return _prepare_batch(_worker_engine, jobs)
 
 
 def default_workers(settings: EngineSettings) -> int:
@@ -127,7 +130,7 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
                 yield _prepare_one(engine, *job)
             return
         for batch in batches(jobs, engine.settings.batch_size):
-            yield from embed_prepared(engine, [_prepare_one(engine, *job) for job in batch])
+            yield from _prepare_batch(engine, batch)
         return
     with _worker_context().Pool(n, _init_worker, (engine.settings, engine.quality_settings, engine.limits)) as pool:
         if not embed:
