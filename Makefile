@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 FLOWER_VENV := .venv-flower
-FLOWER_REQS := src/facekeeper/vendor/flower_app/requirements.txt
+FLOWER_REQS := src/facekeeper/publisher/flower_app/requirements.txt
 
 .PHONY: demo test lint clean flower-env federation-demo
 

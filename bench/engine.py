@@ -19,7 +19,7 @@ Measured:
 4. start-up: building, saving and loading a sealed 1M-template index snapshot.
 
 The deployments the benchmark creates are licensed the way the tests license theirs (a throwaway vendor
-key, ``facekeeper.vendor.testing``), get a privacy notice, and record a consent for every subject, so
+key, ``facekeeper.publisher.testing``), get a privacy notice, and record a consent for every subject, so
 the service paths timed here are the ones a site runs.
 
 The peer is installed into the virtualenv only for benchmarking (it is not a dependency of facekeeper;
@@ -91,8 +91,8 @@ from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import FacekeeperError
 from facekeeper.gallery.index import VectorIndex
 from facekeeper.privacy import ConsentForm
+from facekeeper.publisher.testing import EvaluationVendor
 from facekeeper.service import Service
-from facekeeper.vendor.testing import EvaluationVendor
 
 PEER = "face_recognition 1.3.0"
 MODEL_ID = DlibEmbedder.model_id
@@ -882,7 +882,7 @@ from pathlib import Path
 import numpy as np
 from facekeeper.bundle import Licensing
 from facekeeper.service import Service
-from facekeeper.vendor.testing import EvaluationVendor
+from facekeeper.publisher.testing import EvaluationVendor
 t1 = time.perf_counter()
 a = json.load(sys.stdin)
 svc = Service.open(Path(a["data"]))

@@ -37,8 +37,8 @@ from facekeeper.federation.join import Federation  # noqa: E402
 from facekeeper.federation.pairs import PairPlan  # noqa: E402
 from facekeeper.matching import CalibrationTable  # noqa: E402
 from facekeeper.privacy import ConsentForm  # noqa: E402
+from facekeeper.publisher.federate import Aggregate, tables_from_sum  # noqa: E402
 from facekeeper.service import Service  # noqa: E402
-from facekeeper.vendor.federate import Aggregate, tables_from_sum  # noqa: E402
 
 FACES94 = ROOT.parent / "shared" / "faces" / "calibration" / "faces94"
 LONDON = ROOT.parent / "shared" / "faces" / "london"

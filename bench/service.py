@@ -42,7 +42,7 @@ from facekeeper.api.server import ServerProcess
 from facekeeper.api.tenants import Layout
 from facekeeper.client import Client
 from facekeeper.errors import FacekeeperError
-from facekeeper.vendor.testing import EvaluationVendor, install_test_license
+from facekeeper.publisher.testing import EvaluationVendor, install_test_license
 
 ROOT = Path(__file__).resolve().parents[1]
 LONDON = ROOT / "tests" / "data" / "london"

@@ -18,7 +18,7 @@ from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
 from facekeeper.matching import default_table, per_comparison_fmr
 from facekeeper.service import NO_FUSION, NO_SIDE, Service
 from tests.conftest import DATA, FORM, london
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 

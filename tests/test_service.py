@@ -18,7 +18,7 @@ from facekeeper.errors import (
 from facekeeper.matching import default_table
 from facekeeper.service import Service
 from tests.conftest import DATA, london
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 

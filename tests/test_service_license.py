@@ -13,10 +13,10 @@ from facekeeper.bundle.license import GRACE
 from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine
 from facekeeper.errors import LicenseError, ModelMismatch
+from facekeeper.publisher.testing import EvaluationVendor, install_test_license
 from facekeeper.service import Service
-from facekeeper.vendor.testing import EvaluationVendor, install_test_license
 from tests.conftest import london
-from tests.vendor_fixtures import evaluation_vendor_fixture  # noqa: F401
+from tests.publisher_fixtures import evaluation_vendor_fixture  # noqa: F401
 
 
 class OtherModel:

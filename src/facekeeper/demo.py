@@ -21,8 +21,8 @@ from facekeeper.api import demo as api_demo
 from facekeeper.errors import ConsentRequired, LicenseError
 from facekeeper.fusion import FACENET_MODEL_ID
 from facekeeper.privacy import ConsentForm
+from facekeeper.publisher.testing import install_demo_license
 from facekeeper.service import Service
-from facekeeper.vendor.testing import install_demo_license
 
 console = Console(soft_wrap=True)
 PEOPLE = ("001", "002", "003", "004")

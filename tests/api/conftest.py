@@ -19,10 +19,10 @@ from facekeeper.api.tenants import Layout
 from facekeeper.bundle.trust import ENV_EVALUATION_KEY
 from facekeeper.engine import Engine
 from facekeeper.privacy.policy import ROLES
+from facekeeper.publisher.testing import install_test_license, shared_vendor
 from facekeeper.service import Service
-from facekeeper.vendor.testing import install_test_license, shared_vendor
 from tests.conftest import ready
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 TENANTS = ("acme", "globex")
 PURPOSE = "access-control"

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from facekeeper.vendor.testing import EvaluationVendor
+from facekeeper.publisher.testing import EvaluationVendor
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "service.py"
 

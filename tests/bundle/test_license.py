@@ -16,7 +16,7 @@ from facekeeper.bundle.license import (
 )
 from facekeeper.bundle.trust import ENV_EVALUATION_KEY, EVALUATION_MAX_SUBJECTS
 from facekeeper.errors import LicenseError
-from facekeeper.vendor.testing import EvaluationVendor
+from facekeeper.publisher.testing import EvaluationVendor
 
 DEPLOYMENT = "d" * 32
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -16,8 +16,8 @@ from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, ModelMismatch
 from facekeeper.fusion import FACENET_MODEL_ID, FUSION_MODEL_ID
 from facekeeper.matching import default_table
+from facekeeper.publisher.bundle import CATALOG, sign_bundle
 from facekeeper.service import Service
-from facekeeper.vendor.bundle import CATALOG, sign_bundle
 
 TABLE = {"tables": [{"model_id": "dlib-resnet-v1", "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
                      "points": [[0.001, 0.5], [0.01, 0.6]]},

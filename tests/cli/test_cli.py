@@ -13,7 +13,7 @@ from facekeeper.cli.main import app
 from facekeeper.errors import ALL_ERRORS
 from facekeeper.service import Service
 from tests.conftest import DATA, london, ready
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 

@@ -15,7 +15,7 @@ import pytest
 
 from facekeeper.service import Service
 from tests.conftest import LONDON, NOTICE
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 

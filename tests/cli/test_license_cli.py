@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from facekeeper.cli.main import app
-from facekeeper.vendor.testing import EvaluationVendor
+from facekeeper.publisher.testing import EvaluationVendor
 from tests.conftest import london
-from tests.vendor_fixtures import evaluation_vendor_fixture  # noqa: F401
+from tests.publisher_fixtures import evaluation_vendor_fixture  # noqa: F401
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from facekeeper.engine import Engine
 from facekeeper.privacy import ConsentForm
 from facekeeper.service import Service
 from tests.conftest import LONDON, london, ready
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 FOLDER = ("001", "002", "003", "004")

@@ -24,7 +24,7 @@ from facekeeper.errors import StoreUnavailable
 from facekeeper.service import Service
 from tests.conftest import london, ready
 from tests.privacy.conftest import ADMIN, Backend, make_site, people
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 runner = CliRunner()

@@ -91,7 +91,7 @@ def test_the_vendor_writes_federated_tables_with_their_provenance_and_keeps_the_
 
     from facekeeper.bundle.manifest import default_calibration_path
     from facekeeper.matching import CalibrationTable
-    from facekeeper.vendor.federate import write_calibration
+    from facekeeper.publisher.federate import write_calibration
 
     path = tmp_path / "calibration.json"
     shutil.copy(default_calibration_path(), path)
@@ -132,7 +132,7 @@ def test_cli_join_refuses_bad_addresses_and_plaintext_without_asking_and_shows_t
 
 
 def test_the_vendor_withholds_thresholds_the_noise_cannot_support(sites) -> None:
-    from facekeeper.vendor.federate import Aggregate, tables_from_sum
+    from facekeeper.publisher.federate import Aggregate, tables_from_sum
 
     sensitivity = PairPlan(8, 4, 6).sensitivity
     exact = Aggregate(LAYOUT, summed(sites, math.inf, 0), len(sites), 0.0)

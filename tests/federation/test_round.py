@@ -30,9 +30,9 @@ from facekeeper.federation.flower import ENV_FLOWER_BIN, free_port
 from facekeeper.federation.histogram import PROTOCOL, Layout, histogram
 from facekeeper.federation.join import Federation
 from facekeeper.federation.pairs import PairPlan
+from facekeeper.publisher.cli import app as vendor_app
+from facekeeper.publisher.federate import MIN_FALSE_MATCHES, Aggregate, tables_from_sum
 from facekeeper.service import Service
-from facekeeper.vendor.cli import app as vendor_app
-from facekeeper.vendor.federate import MIN_FALSE_MATCHES, Aggregate, tables_from_sum
 from tests.conftest import network_namespace_available
 from tests.federation.sites import site, synthetic_people
 

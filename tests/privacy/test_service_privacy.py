@@ -17,7 +17,7 @@ from facekeeper.privacy import ConsentForm, scan
 from facekeeper.service import Service
 from tests.conftest import FORM, london, ready
 from tests.privacy.conftest import Backend
-from tests.vendor_fixtures import licensed_fixture  # noqa: F401
+from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
 runner = CliRunner()

@@ -18,7 +18,7 @@ from facekeeper.api.keys import KeyStore
 from facekeeper.api.server import ServerProcess
 from facekeeper.api.tenants import Layout
 from facekeeper.client import Client, EdgeTerminal
-from facekeeper.vendor.testing import install_demo_license
+from facekeeper.publisher.testing import install_demo_license
 
 console = Console(soft_wrap=True)
 TENANT = "demo-site"

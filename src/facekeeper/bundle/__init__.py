@@ -1,6 +1,6 @@
 """What the vendor ships and signs, checked on the customer's premises: model bundle and license.
 
-Only verification lives here; signing is ``facekeeper.vendor``'s, and no private key is ever needed to
+Only verification lives here; signing is ``facekeeper.publisher``'s, and no private key is ever needed to
 run facekeeper.
 """
 

@@ -2,7 +2,7 @@
 
 Every signature covers a domain label followed by the signed bytes, so a signature made for a bundle
 manifest can never be replayed as a license (or the reverse), even though one vendor key signs both.
-Signing lives in ``facekeeper.vendor``: nothing on the customer side holds or needs a private key.
+Signing lives in ``facekeeper.publisher``: nothing on the customer side holds or needs a private key.
 """
 
 from __future__ import annotations

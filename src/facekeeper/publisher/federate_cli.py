@@ -11,7 +11,7 @@ import typer
 from facekeeper.errors import FacekeeperError, InvalidInput
 from facekeeper.federation.flower import flower_bin
 from facekeeper.federation.histogram import Layout
-from facekeeper.vendor.federate import serve, tables_from_sum, write_calibration
+from facekeeper.publisher.federate import serve, tables_from_sum, write_calibration
 
 app = typer.Typer(help="Federated calibration: a SuperLink, one SecAgg+ round, tables from the sum.",
                   no_args_is_help=True)

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from facekeeper.bundle.license import FEATURES, License
 from facekeeper.bundle.trust import ENV_EVALUATION_KEY, EVALUATION_MAX_SUBJECTS, TrustedKey
-from facekeeper.vendor import keys
-from facekeeper.vendor.license import issue_license
+from facekeeper.publisher import keys
+from facekeeper.publisher.license import issue_license
 
 
 class _Installer(Protocol):

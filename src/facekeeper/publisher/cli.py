@@ -18,9 +18,9 @@ from facekeeper.bundle.license import read_license
 from facekeeper.bundle.trust import VENDOR_KEY_RESOURCE, TrustedKey, vendor_key_path
 from facekeeper.engine import models
 from facekeeper.errors import FacekeeperError, InvalidInput
-from facekeeper.vendor import federate_cli, keys
-from facekeeper.vendor.bundle import sign_bundle
-from facekeeper.vendor.license import issue_license, parse_expiry
+from facekeeper.publisher import federate_cli, keys
+from facekeeper.publisher.bundle import sign_bundle
+from facekeeper.publisher.license import issue_license, parse_expiry
 
 app = typer.Typer(help="The vendor's offline tools: keys, signed model bundles, licenses.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

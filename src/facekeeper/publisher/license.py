@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from facekeeper.bundle import signing
 from facekeeper.bundle.license import FEATURES, payload_from_terms
 from facekeeper.errors import InvalidInput
-from facekeeper.vendor.keys import sign
+from facekeeper.publisher.keys import sign
 
 _RELATIVE = re.compile(r"^\+(\d+)d$")
 

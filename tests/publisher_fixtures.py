@@ -7,7 +7,7 @@ A throwaway vendor key is made once per test process and trusted as an evaluatio
   features, so tests about other things need one line: ``pytestmark = pytest.mark.usefixtures("licensed")``.
 - ``evaluation_vendor``: the vendor itself, to issue licenses with other terms.
 
-A test module gets them with ``from tests.vendor_fixtures import evaluation_vendor_fixture, licensed``
+A test module gets them with ``from tests.publisher_fixtures import evaluation_vendor_fixture, licensed``
 (a ``_fixture`` name keeps ruff's F811 quiet where the fixture is also a parameter); ``tests/conftest.py``
 can import them once for every test.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from facekeeper.bundle.trust import ENV_EVALUATION_KEY
+from facekeeper.publisher.testing import EvaluationVendor, install_test_license, shared_vendor
 from facekeeper.service import Service
-from facekeeper.vendor.testing import EvaluationVendor, install_test_license, shared_vendor
 
 
 @pytest.fixture(name="evaluation_vendor")

@@ -13,7 +13,7 @@ from facekeeper.bundle.license import Licensing
 from facekeeper.bundle.signing import load_public_key_file
 from facekeeper.bundle.trust import TrustedKey
 from facekeeper.engine import models
-from facekeeper.vendor.cli import app
+from facekeeper.publisher.cli import app
 
 runner = CliRunner()
 
