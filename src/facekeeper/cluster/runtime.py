@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from facekeeper import telemetry
 from facekeeper.errors import ConfigError
 
 TOKEN_ENV = "RAY_AUTH_TOKEN_PATH"
@@ -82,6 +83,7 @@ def node_environment(token_path: Path, *, loopback_only: bool, local: Iterable[s
         "RAY_task_events_report_interval_ms": "0",
         "RAY_enable_metrics_collection": "0",
         "RAY_event_stats": "0",
+        **telemetry.OFF,  # in every Ray process from its start, an operator's `ray start` node included
     }
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env[name] = DEAD_END

@@ -3,8 +3,8 @@
 Flower runs from its own environment (``make flower-env``: ``.venv-flower``), because flwr 1.42.0 pins
 protobuf, typer, rich, fastapi, starlette and uvicorn below facekeeper's; facekeeper only starts its
 programs. Three Flower defaults reach the network or the package index, and are switched off for every
-process started here (``FLOWER_ENV``). Each process runs in a session of its own and is ended with
-everything it started.
+process started here (``FLOWER_ENV``), with facekeeper's list of third-party telemetry (``telemetry.OFF``).
+Each process runs in a session of its own and is ended with everything it started.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+from facekeeper import telemetry
 from facekeeper.errors import FederationError
 
 ENV_FLOWER_BIN = "FACEKEEPER_FLOWER_BIN"
 FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", **telemetry.OFF}
 
 
 def flower_bin(configured: str = "") -> Path:
