@@ -1,16 +1,17 @@
 """API keys: who is calling the service, for which tenant, in which role, and for which purpose.
 
 A key is ``fkapi1.<key id>.<secret>``: the id is public (it is the actor id in the audit chain), the
-secret is 256 random bits shown once at creation. The store keeps ``scrypt(secret, salt)`` with
-n=2^15, r=8, p=1 (32 MiB, ~0.1 s): a 256-bit secret cannot be guessed anyway, so the cost only matters
-if the file leaks together with a weak secret, and none is ever weak. The file is created 0600.
+secret is 256 random bits shown once at creation. The store keeps ``HMAC-SHA256(salt, secret)``, never
+the secret. A slow hash (scrypt, bcrypt) exists to protect guessable secrets if the file leaks; nothing
+guesses 256 random bits, so a fast verifier loses nothing, and it is what lets every attempt be checked
+exactly. The file is created 0600.
 
-Checking scrypt on every request would cost 0.1 s of CPU each, so a key verified once is remembered
-in memory as an HMAC under a per-process random key (never the secret itself), and the record is read
-from the file on every request, so ``keys revoke`` from another process takes effect at once. An
-unknown id is refused without any hashing; wrong secrets for a known id are limited to
-``MAX_UNVERIFIED_PER_MINUTE`` scrypt checks per id, so a flood costs the server almost nothing and
-never touches the budget of the legitimate holder, whose key is already remembered.
+Checking is microseconds, so nothing has to be rationed before the check. That matters: rationing
+checks per key id (as an earlier version did for scrypt) let anyone who knew an id spend its budget with
+wrong secrets, and after a restart the real holder was refused with 429. Now the right secret is always
+let through, and only failures are counted: after ``MAX_FAILURES_PER_MINUTE`` wrong secrets for one id,
+further wrong secrets for it are answered 429 until the minute is over. An unknown id is refused at once.
+Keys stored by that earlier version (``scrypt:`` parameters) are checked with scrypt once and rewritten.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from facekeeper.errors import AuthError, ConfigError, InvalidInput, RateLimited
 from facekeeper.privacy.policy import ROLES
 
 PREFIX = "fkapi1"
-SCRYPT = {"n": 2**15, "r": 8, "p": 1}
-MAX_UNVERIFIED_PER_MINUTE = 10
+VERIFIER = "hmac-sha256"
+SCRYPT = {"n": 2**15, "r": 8, "p": 1}  # only to check keys stored before VERIFIER; never used for new keys
+MAX_FAILURES_PER_MINUTE = 10
 _COLUMNS = "id, tenant, role, purpose, label, created_at, revoked_at"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -101,9 +103,7 @@ class KeyStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        self._memo_key = secrets.token_bytes(32)
-        self._verified: dict[str, bytes] = {}
-        self._unverified: dict[str, list[float]] = {}
+        self._failures: dict[str, list[float]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -119,11 +119,10 @@ class KeyStore:
         key_id = "ak_" + secrets.token_hex(8)
         secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
         salt = os.urandom(16)
-        params = f"scrypt:n={SCRYPT['n']},r={SCRYPT['r']},p={SCRYPT['p']}"
         now = time.time()
         with self._lock:
             self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                             (key_id, tenant, role, purpose, label, salt, _hash(secret, salt, SCRYPT), params, now))
+                             (key_id, tenant, role, purpose, label, salt, _verifier(secret, salt), VERIFIER, now))
         return NewKey(ApiKey(key_id, tenant, role, purpose, label, now, None), f"{PREFIX}.{key_id}.{secret}")
 
     def list_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[ApiKey]:
@@ -147,14 +146,14 @@ class KeyStore:
         with self._lock:
             self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                              (time.time(), key_id))
-            self._verified.pop(key_id, None)
         revoked = self.get(key_id)
         assert revoked is not None
         return revoked
 
     # -- authentication -------------------------------------------------------------------------
     def authenticate(self, token: str) -> ApiKey:
-        """The active key a presented token opens, or ``AuthError`` (``RateLimited`` for a guessing flood)."""
+        """The active key a presented token opens, or ``AuthError`` (``RateLimited`` once an id has had
+        too many wrong secrets this minute). The right secret is never refused for others' failures."""
         key_id, secret = split_token(token)
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS}, salt, hash, params FROM api_keys WHERE id = ?",
@@ -162,27 +161,47 @@ class KeyStore:
         if row is None or row[6] is not None:
             raise AuthError("the API key is unknown or revoked")
         key = _key(row[:7])
-        memo = hmac.new(self._memo_key, token.strip().encode(), sha256).digest()
-        known = self._verified.get(key_id)
-        if known is not None and hmac.compare_digest(known, memo):
+        salt, digest, params = bytes(row[7]), bytes(row[8]), str(row[9])
+        if params == VERIFIER:
+            if hmac.compare_digest(_verifier(secret, salt), digest):
+                return key
+        elif self._legacy_matches(key_id, secret, salt, digest, params):
             return key
-        self._charge_unverified(key_id)
-        params = {k: int(v) for k, v in (kv.split("=") for kv in str(row[9]).removeprefix("scrypt:").split(","))}
-        if not hmac.compare_digest(_hash(secret, bytes(row[7]), params), bytes(row[8])):
-            raise AuthError("the API key is unknown or revoked")
-        with self._lock:
-            self._verified[key_id] = memo
-        return key
+        self._failed(key_id)
+        raise AuthError("the API key is unknown or revoked")
 
-    def _charge_unverified(self, key_id: str) -> None:
+    def _legacy_matches(self, key_id: str, secret: str, salt: bytes, digest: bytes, params: str) -> bool:
+        """A key stored as scrypt: checked at scrypt's cost (so only while its id is not flooded), then
+        rewritten to the fast verifier so that it is never rationed again."""
+        self._refuse_if_flooded(key_id)
+        cost = {k: int(v) for k, v in (kv.split("=") for kv in params.removeprefix("scrypt:").split(","))}
+        if not hmac.compare_digest(_hash(secret, salt, cost), digest):
+            return False
+        with self._lock:
+            self._db.execute("UPDATE api_keys SET hash = ?, params = ? WHERE id = ? AND params = ?",
+                             (_verifier(secret, salt), VERIFIER, key_id, params))
+        return True
+
+    def _refuse_if_flooded(self, key_id: str) -> None:
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._unverified.get(key_id, []) if now - t < 60.0]
-            if len(recent) >= MAX_UNVERIFIED_PER_MINUTE:
-                self._unverified[key_id] = recent
-                raise RateLimited("too many attempts with this API key id: wait a minute", retry_after=60)
-            recent.append(now)
-            self._unverified[key_id] = recent
+            flooded = sum(now - t < 60.0 for t in self._failures.get(key_id, [])) >= MAX_FAILURES_PER_MINUTE
+        if flooded:
+            raise RateLimited("too many wrong secrets for this API key id: wait a minute", retry_after=60)
+
+    def _failed(self, key_id: str) -> None:
+        """Count a wrong secret; past the limit the answer is 429, so a guesser is told to stop."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(key_id, []) if now - t < 60.0]
+            flooded = len(recent) >= MAX_FAILURES_PER_MINUTE
+            self._failures[key_id] = recent if flooded else [*recent, now]
+        if flooded:
+            raise RateLimited("too many wrong secrets for this API key id: wait a minute", retry_after=60)
+
+
+def _verifier(secret: str, salt: bytes) -> bytes:
+    return hmac.new(salt, secret.encode(), sha256).digest()
 
 
 def _hash(secret: str, salt: bytes, params: dict[str, int]) -> bytes:

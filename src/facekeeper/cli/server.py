@@ -103,7 +103,7 @@ def keys_create(
     root: RootOpt = None,
     key_root: KeyRootOpt = None,
 ) -> None:
-    """Create an API key. It is shown once; the service stores only its scrypt hash."""
+    """Create an API key. It is shown once; the service stores only a salted HMAC of its secret."""
     from facekeeper.api.keys import KeyStore
     from facekeeper.cli import main as cli
 
