@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from facekeeper.errors import ReceiptInvalid, UnknownSubject
+from facekeeper.errors import ReceiptInvalid, StoreUnavailable, UnknownSubject
 from facekeeper.gallery.keys import DeploymentKey
+from facekeeper.gallery.keystore import KeyStore
 from facekeeper.gallery.protect import SealError, open_sealed
 from facekeeper.privacy import receipts
 from tests.privacy.conftest import ADMIN, Site, make_site, people
@@ -106,3 +108,75 @@ def test_a_person_with_consent_but_no_face_can_be_erased(site: Site) -> None:
     receipt = site.privacy.erase(ADMIN, "p0000")
     assert receipt["erased"]["template_key"] == "none" and receipt["erased"]["person_key"] == "destroyed"
     assert site.privacy.registry.find("p0000") is None
+
+
+
+def _wrapped_keys(site: Site, pseudonym: str) -> dict[str, bytes]:
+    """What a thief with the deployment key would look for: the subject's wrapped keys, and its data keys."""
+    found: dict[str, bytes] = {}
+    for name in ("keystore.db", "privacy-keys.db"):
+        raw = sqlite3.connect(site.settings.key_dir / name)
+        (found[name],) = raw.execute("SELECT wrapped FROM subject_keys WHERE pseudonym = ?", (pseudonym,)).fetchone()
+        raw.close()
+    dek, pkey = site.gallery.keystore.get(pseudonym), site.privacy.registry.keys.get(pseudonym)
+    assert dek is not None and pkey is not None
+    return {**found, "data key": dek, "privacy key": pkey}
+
+
+def _leaks(site: Site, secrets: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(secret, file) for every file of the data and key folders (WAL, shm and journals included) holding one."""
+    files = [f for d in (site.settings.data_dir, site.settings.key_dir) for f in d.rglob("*") if f.is_file()]
+    return [(what, f.name) for f in files for what, blob in secrets.items() if blob in f.read_bytes()]
+
+
+@pytest.fixture
+def busy_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    """A SQLite site whose key files give up on a busy reader after a moment, not 30 s."""
+    monkeypatch.setattr(KeyStore, "BUSY_TIMEOUT", 0.2)
+    s = make_site(tmp_path)
+    yield s
+    s.close()
+
+
+def test_no_file_holds_an_erased_subjects_keys_the_moment_erasure_returns(busy_site: Site) -> None:
+    """Service and a second instance still open: the erased subject's wrapped keys are in no file."""
+    site = busy_site
+    second = site.reopen()  # another service instance on the same files, with its own connections
+    try:
+        for sid, vecs in people(3).items():
+            site.consent(sid)
+            site.enroll(sid, vecs)
+        pseudonym = site.gallery.resolve("p0001")
+        assert second.privacy.registry.subject_id(pseudonym) == "p0001"  # it has read both key files
+        secrets = _wrapped_keys(site, pseudonym)
+        assert {what for what, _ in _leaks(site, secrets)} >= {"keystore.db", "privacy-keys.db"}  # seen before
+
+        site.privacy.erase(ADMIN, "p0001")
+
+        assert _leaks(site, secrets) == []
+        assert second.gallery.keystore.get(pseudonym) is None
+        assert site.gallery.identity(site.gallery.resolve("p0002"))[0] == "p0002"  # the others are intact
+    finally:
+        second.close()
+
+
+def test_a_reader_holding_the_key_file_makes_erasure_fail_whole_never_leave_a_copy(busy_site: Site) -> None:
+    """A reader inside a read transaction (a backup, another instance) used to leave the key in the WAL
+    while erasure reported success; now erasure waits, then fails with nothing changed, and a retry works."""
+    site = busy_site
+    site.consent("p0000")
+    pseudonym = site.enroll("p0000", people(1)["p0000"])
+    secrets = _wrapped_keys(site, pseudonym)
+    reader = sqlite3.connect(site.settings.key_dir / "keystore.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM subject_keys").fetchone()[0] == 1
+        with pytest.raises(StoreUnavailable):
+            site.privacy.erase(ADMIN, "p0000")
+        assert site.gallery.identity(pseudonym)[0] == "p0000"  # nothing was erased
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    receipt = site.privacy.erase(ADMIN, "p0000")
+    assert receipt["erased"]["template_key"] == "destroyed"
+    assert _leaks(site, secrets) == []

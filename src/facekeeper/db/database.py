@@ -72,10 +72,12 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", journal_mode: str = "WAL",
+                 timeout: float = 30.0) -> None:
+        """``journal_mode`` DELETE keeps no copy of a deleted row once its transaction commits (the key files)."""
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self.journal_mode = str(self.db.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0]).upper()
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
