@@ -2,14 +2,17 @@
 
 facekeeper promises that nothing leaves the premises. The code has no outbound path, and this module is
 how that is checked rather than believed: it wraps ``socket.socket.connect``/``connect_ex``/``sendto``/
-``sendmsg`` and ``socket.getaddrinfo``, lets loopback and Unix sockets through, and records (and, when
-``block``, refuses) everything else. ``facekeeper serve`` installs it by default, so a dependency that
-one day phones home fails loudly and shows up in ``/v1/metrics`` instead of silently sending data; the
-tests install it around a whole workload and assert it saw nothing. A record holds the address family,
-host and port only, never payload.
+``sendmsg`` (the calls that name a destination: a later ``send`` goes where ``connect`` said) and the name
+lookups (``getaddrinfo``, ``gethostbyname``/``_ex``, and the reverse ``gethostbyaddr``/``getnameinfo``, each a
+DNS query), lets loopback and Unix sockets through, and records (and, when ``block``, refuses) everything
+else. ``facekeeper serve`` installs it by default, so a dependency that one day phones home fails loudly and
+shows up in ``/v1/metrics`` instead of silently sending data; the tests install it around a whole workload
+and assert it saw nothing. A record holds the address family, host and port only, never payload.
 
-It sees what goes through Python's ``socket`` module. Native code calling ``connect(2)`` directly is
-caught by running in an empty network namespace (``unshare -n``), which the no-egress test also does.
+It sees what goes through Python's ``socket`` module only. Native code calling libc directly (onnxruntime's
+telemetry did: see ``telemetry.py``) is out of its reach; ``tests/test_syscall_egress.py`` checks that level by
+tracing every ``connect``/``sendto``/``sendmsg`` and file write of a whole workload with ``strace``, and an empty
+network namespace (``unshare -n``) stops it in the other no-egress tests.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+_LOOKUPS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")
 ENV_LOG = "FACEKEEPER_EGRESS_LOG"  # a file where blocked attempts are appended, one line each (for tests)
 
 
@@ -86,11 +90,12 @@ class EgressGuard:
                 raise RuntimeError("an egress guard is already installed in this process")
             cls = socket.socket
             self._saved = {"connect": cls.connect, "connect_ex": cls.connect_ex, "sendto": cls.sendto,
-                           "sendmsg": cls.sendmsg, "getaddrinfo": socket.getaddrinfo}
+                           "sendmsg": cls.sendmsg,
+                           **{name: getattr(socket, name) for name in _LOOKUPS}}
             guard = self
             connect, connect_ex, sendto, sendmsg = (self._saved[n] for n in ("connect", "connect_ex", "sendto",
                                                                              "sendmsg"))
-            getaddrinfo = self._saved["getaddrinfo"]
+            getaddrinfo, by_name, by_name_ex, by_addr, nameinfo = (self._saved[n] for n in _LOOKUPS)
 
             def g_connect(sock: socket.socket, address: Any) -> None:
                 guard._check("connect", sock.family, address)
@@ -110,15 +115,35 @@ class EgressGuard:
                 return sendmsg(sock, buffers, *args)
 
             def g_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-                if not is_local(host, guard.allow) and not _is_address(host):  # an address is the connect's to judge
-                    guard._caught(Attempt("getaddrinfo", "dns", _text(host), _port(port)))
+                guard._check_name("getaddrinfo", host, port)
                 return getaddrinfo(host, port, *args, **kwargs)
+
+            def g_gethostbyname(host: Any) -> Any:
+                guard._check_name("gethostbyname", host)
+                return by_name(host)
+
+            def g_gethostbyname_ex(host: Any) -> Any:
+                guard._check_name("gethostbyname", host)
+                return by_name_ex(host)
+
+            def g_gethostbyaddr(host: Any) -> Any:
+                if not is_local(host, guard.allow):  # an address too: its name is a PTR query to DNS
+                    guard._caught(Attempt("gethostbyaddr", "dns", _text(host), None))
+                return by_addr(host)
+
+            def g_getnameinfo(address: Any, flags: int) -> Any:
+                host = address[0] if isinstance(address, tuple) and address else address
+                if not flags & socket.NI_NUMERICHOST and not is_local(host, guard.allow):
+                    guard._caught(Attempt("getnameinfo", "dns", _text(host), None))
+                return nameinfo(address, flags)
 
             cls.connect = g_connect  # type: ignore[method-assign]
             cls.connect_ex = g_connect_ex  # type: ignore[method-assign]
             cls.sendto = g_sendto  # type: ignore[assignment]
             cls.sendmsg = g_sendmsg  # type: ignore[method-assign]
-            socket.getaddrinfo = g_getaddrinfo
+            for name, wrapper in zip(_LOOKUPS, (g_getaddrinfo, g_gethostbyname, g_gethostbyname_ex, g_gethostbyaddr,
+                                                g_getnameinfo), strict=True):
+                setattr(socket, name, wrapper)
             EgressGuard._active = self
         return self
 
@@ -129,7 +154,8 @@ class EgressGuard:
             cls = socket.socket
             for name in ("connect", "connect_ex", "sendto", "sendmsg"):
                 setattr(cls, name, self._saved[name])
-            socket.getaddrinfo = self._saved["getaddrinfo"]
+            for name in _LOOKUPS:
+                setattr(socket, name, self._saved[name])
             EgressGuard._active = None
 
     def __enter__(self) -> EgressGuard:
@@ -145,6 +171,11 @@ class EgressGuard:
         host, port = (address[0], address[1]) if isinstance(address, tuple) and len(address) >= 2 else (address, None)
         if not is_local(host, self.allow):
             self._caught(Attempt(call, _family(family), _text(host), _port(port)))
+
+    def _check_name(self, call: str, host: Any, port: Any = None) -> None:
+        """A forward lookup: a name other than localhost is a DNS query; an address is the connect's to judge."""
+        if not is_local(host, self.allow) and not _is_address(host):
+            self._caught(Attempt(call, "dns", _text(host), _port(port)))
 
     def _caught(self, attempt: Attempt) -> None:
         with self._lock:
