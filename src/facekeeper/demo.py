@@ -87,7 +87,7 @@ def run(images: Path, workdir: Path) -> int:
         except LicenseError as exc:
             console.print(f"  before: {exc.message}", markup=False)
         lic = install_demo_license(svc, workdir / "vendor")
-        status = svc.license.status(svc.gallery.store.subject_count())
+        status = svc.license_status()
         console.print(f"  installed: {lic.licensee}, {', '.join(lic.features)}, up to {lic.subject_cap} subjects,"
                       f" deployment {lic.deployment_id[:8]}..., status {status.state}")
 

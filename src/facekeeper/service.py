@@ -31,7 +31,9 @@ import numpy as np
 
 from facekeeper import config
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
+from facekeeper.bundle.license import LicenseStatus
 from facekeeper.config import Settings
+from facekeeper.contract import operation
 from facekeeper.db import migrate
 from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
@@ -49,7 +51,7 @@ from facekeeper.privacy.policy import fmr_bucket, require_notice
 from facekeeper.privacy.schema import Clock, system_clock
 
 ImageSource = str | Path | bytes
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # what engine.image decodes
 
 
 @dataclass(frozen=True)
@@ -303,11 +305,13 @@ class Service:
         return NO_FUSION if op.purpose_settings.mode == "accurate" and self.fusion is None else None
 
     # -- operations -----------------------------------------------------------------------------
+    @operation("detect", cost="photo")
     def detect(self, image: ImageSource, landmarks: int = 68, *, actor: Actor | None = None) -> list[dict[str, Any]]:
-        with self.privacy.operation(actor or self.actor, "detect"):
+        with self.privacy.operation(actor, "detect"):
             rgb = self.engine.decode(image)
             return [face_record(f) for f in self.engine.faces(rgb, landmarks)]
 
+    @operation("enroll", purpose="default", cost="photo")
     def enroll(self, images: Sequence[ImageSource], subject_id: str, name: str | None = None, *,
                purpose: str | None = None, actor: Actor | None = None,
                consent: ConsentForm | None = None) -> EnrollResult:
@@ -319,7 +323,6 @@ class Service:
         """
         if not images:
             raise InvalidInput("give at least one photo to enroll")
-        actor = actor or self.actor
         if consent is not None:
             self.grant_consent(subject_id, purpose, consent, actor=actor)
         with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
@@ -335,6 +338,7 @@ class Service:
         self.privacy.audit.anchor()
         return EnrollResult(subject_id, pseudonym, len(faces), [f.quality.as_dict() for f in faces])
 
+    @operation("enroll", purpose="default", cost="photo", audit="per-subject")
     def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None,
                    workers: int | None = None, *, purpose: str | None = None, actor: Actor | None = None,
                    consent: ConsentForm | None = None, cluster: str | None = None) -> BulkSummary:
@@ -351,7 +355,6 @@ class Service:
         """
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a folder")
-        actor = actor or self.actor
         people = sorted(p for p in root.iterdir() if p.is_dir())
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
@@ -437,6 +440,7 @@ class Service:
                 summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
         self.privacy.audit.anchor()
 
+    @operation("verify", purpose="default", cost="photo")
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
                subject_id: str | None = None, fmr: float | None = None, purpose: str | None = None,
                actor: Actor | None = None) -> VerifyResult:
@@ -448,7 +452,7 @@ class Service:
         """
         if (reference is None) == (subject_id is None):
             raise InvalidInput("verify needs exactly one of: a second image, or a subject id")
-        with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
+        with self.privacy.operation(actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
             fmr = self._verify_fmr(op, fmr)
             pseudonym = None
@@ -469,13 +473,14 @@ class Service:
             assert pseudonym is not None
             return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr, self._note(op)))
 
+    @operation("verify", purpose="default")
     def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
                           fmr: float | None = None, purpose: str | None = None,
                           actor: Actor | None = None) -> VerifyResult:
         """1:1 against an enrolled subject for a descriptor made elsewhere: an edge terminal that does not
         send photos (``model_id`` names the model that made it; a different one is ``ModelMismatch``).
         Always fast: the terminal sends a dlib descriptor only."""
-        with self.privacy.operation(actor or self.actor, "verify", purpose, operation="verify") as op:
+        with self.privacy.operation(actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
             fmr = self._verify_fmr(op, fmr)
             probe_vec = self._outside_descriptor(descriptor, model_id)
@@ -525,6 +530,7 @@ class Service:
                              {"against": result.against, "mode": d.mode})
         return result
 
+    @operation("identify", purpose="default", cost="photo")
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
                  purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
         """1:N. Answers with the best subject only when it is within the threshold for the stated FPIR.
@@ -532,16 +538,17 @@ class Service:
         Only subjects with a live consent for the purpose are searched (and counted for the FPIR). In
         accurate mode the dlib index proposes ``rerank_k`` subjects and the fused score re-ranks them.
         """
-        with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
+        with self.privacy.operation(actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
             return self._identify(op, self._probe(probe, self._accurate(op)), k, fpir, self._note(op))
 
+    @operation("identify", purpose="default")
     def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None, fpir: float | None = None, *,
                             purpose: str | None = None, actor: Actor | None = None,
                             model_id: str | None = None) -> IdentifyResult:
         """1:N for a descriptor made elsewhere (an edge terminal, a benchmark); ``model_id``, when given, must
         be this engine's. Always fast, as ``verify_descriptor``."""
-        with self.privacy.operation(actor or self.actor, "identify", purpose, operation="identify") as op:
+        with self.privacy.operation(actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
             note = EDGE_FAST if self._accurate(op) else self._note(op)
             return self._identify(op, Probe(self._outside_descriptor(descriptor, model_id)), k, fpir, note)
@@ -595,77 +602,95 @@ class Service:
         out.sort(key=lambda cd: (not cd[1].match, cd[1].estimated_fmr, cd[1].mode != "accurate", cd[1].distance))
         return out
 
+    @operation("subject.list")
     def subjects(self, *, actor: Actor | None = None) -> list[SubjectInfo]:
-        with self.privacy.operation(actor or self.actor, "subject.list"):
+        with self.privacy.operation(actor, "subject.list"):
             return self.gallery.subjects()
 
+    @operation("subject.list")
     def subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectInfo:
-        with self.privacy.operation(actor or self.actor, "subject.list") as op:
+        with self.privacy.operation(actor, "subject.list") as op:
             op.subject = self.gallery.resolve(subject_id)
             return self.gallery.subject(op.subject)
 
+    @operation("subject.erase")
     def delete(self, subject_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
         """The right to erasure: templates (key destroyed), credentials, consent evidence, the person.
 
         Returns the signed erasure receipt with a short summary.
         """
-        receipt = self.privacy.erase(actor or self.actor, subject_id)
+        receipt = self.privacy.erase(actor, subject_id)
         return {"subject_id": subject_id, "pseudonym": receipt["subject"],
                 "templates_erased": receipt["erased"]["templates"], "erased_at": receipt["erased_at_epoch"],
                 "receipt": receipt}
 
     # -- privacy operations -----------------------------------------------------------------------
+    @operation("consent.grant", purpose="default")
     def grant_consent(self, subject_id: str, purpose: str | None, form: ConsentForm, *,
                       actor: Actor | None = None) -> Consent:
-        return self.privacy.grant(actor or self.actor, subject_id, purpose, method=form.method,
+        return self.privacy.grant(actor, subject_id, purpose, method=form.method,
                                   evidence=form.evidence, collected_by=form.collected_by, expires_at=form.expires_at,
                                   minor=form.minor, guardian=form.guardian)
 
+    @operation("consent.withdraw", purpose="default")
     def withdraw_consent(self, subject_id: str, purpose: str | None, *, actor: Actor | None = None) -> WithdrawResult:
-        return self.privacy.withdraw(actor or self.actor, subject_id, purpose)
+        return self.privacy.withdraw(actor, subject_id, purpose)
 
+    @operation("consent.list")
     def consents(self, subject_id: str, *, actor: Actor | None = None) -> list[Consent]:
-        return self.privacy.consents(actor or self.actor, subject_id)
+        return self.privacy.consents(actor, subject_id)
 
+    @operation("sweep", audit="per-subject")
     def sweep(self, *, dry_run: bool = False, actor: Actor | None = None) -> SweepReport:
-        return self.privacy.sweep(actor or self.actor, dry_run=dry_run)
+        return self.privacy.sweep(actor, dry_run=dry_run)
 
+    @operation("audit.verify")
     def verify_audit(self, *, actor: Actor | None = None) -> ChainReport:
-        return self.privacy.verify_audit(actor or self.actor)
+        return self.privacy.verify_audit(actor)
 
+    @operation("audit.export")
     def export_audit(self, since: float | None = None, *, actor: Actor | None = None) -> dict[str, Any]:
-        return self.privacy.export_audit(actor or self.actor, since)
+        return self.privacy.export_audit(actor, since)
 
+    @operation("subject.export")
     def export_subject(self, subject_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
-        return export.subject_access(self.privacy, actor or self.actor, subject_id)
+        return export.subject_access(self.privacy, actor, subject_id)
 
+    @operation("credential.issue", purpose="default")
     def issue_credential(self, subject_id: str, purpose: str | None = None, kind: str = "pin", *,
                          expires_at: float | None = None, actor: Actor | None = None) -> Issued:
-        return self.privacy.issue_credential(actor or self.actor, subject_id, purpose, kind, expires_at)
+        return self.privacy.issue_credential(actor, subject_id, purpose, kind, expires_at)
 
+    @operation("credential.revoke")
     def revoke_credential(self, credential_id: str, *, actor: Actor | None = None) -> None:
-        self.privacy.revoke_credential(actor or self.actor, credential_id)
+        self.privacy.revoke_credential(actor, credential_id)
 
+    @operation("credential.check", purpose="default")
     def check_credential(self, purpose: str | None = None, *, token: str | None = None,
                          subject_id: str | None = None, pin: str | None = None,
                          actor: Actor | None = None) -> tuple[str, CredentialInfo]:
         """The non-face way through the same purpose check: (subject id, credential) or ``CredentialError``."""
-        return self.privacy.check_credential(actor or self.actor, purpose, token=token, subject_id=subject_id,
+        return self.privacy.check_credential(actor, purpose, token=token, subject_id=subject_id,
                                              pin=pin)
 
+    @operation("compliance.report")
     def compliance_report(self, *, actor: Actor | None = None) -> dict[str, Any]:
-        return compliance.report(self.privacy, actor or self.actor)
+        return compliance.report(self.privacy, actor)
 
-    def verify_receipt(self, doc: dict[str, Any], public_key: str | None = None) -> dict[str, Any]:
+    @operation("receipt.verify")
+    def verify_receipt(self, doc: dict[str, Any], public_key: str | None = None, *,
+                       actor: Actor | None = None) -> dict[str, Any]:
+        """Check an erasure receipt's or audit export's signature (this deployment's key unless one is given)."""
         return self.privacy.verify_receipt(doc, public_key)
 
     @property
     def receipt_public_key(self) -> str:
         return self.privacy.signer.public_key
 
+    @operation("notice.set")
     def set_notice(self, *, actor: Actor | None = None, **fields: str) -> None:
         """Fill in the privacy notice (controller, contact, retention, rights, version) and save it."""
-        with self.privacy.operation(actor or self.actor, "notice.set") as op:
+        with self.privacy.operation(actor, "notice.set") as op:
             unknown = set(fields) - set(config.NoticeSettings.__dataclass_fields__)
             if unknown:
                 raise InvalidInput(f"unknown notice field(s): {', '.join(sorted(unknown))}")
@@ -673,6 +698,30 @@ class Service:
                 setattr(self.settings.notice, name, value)
             self.settings.save()
             self.privacy.record(op, "ok", detail={"fields": sorted(fields)})
+
+    @operation("license.install")
+    def install_license(self, content: bytes, *, actor: Actor | None = None) -> LicenseStatus:
+        """Check a license file from the vendor (signature, deployment, dates) and make it this deployment's."""
+        self.license.install(content)
+        return self.license.status(self.gallery.store.subject_count())
+
+    @operation("license.status")
+    def license_status(self, *, actor: Actor | None = None) -> LicenseStatus:
+        """This deployment's id and its license: what the vendor needs to issue one, and what is in force."""
+        return self.license.status(self.gallery.store.subject_count())
+
+    @operation("keys.manage")
+    def manage_api_key(self, change: str, apply: Callable[[], dict[str, str | None]], *,
+                       actor: Actor | None = None) -> dict[str, str | None]:
+        """Create or revoke an API key of this tenant through the guard: ``apply`` changes the key store (it
+        sits beside the tenants, so the server owns it) and returns the key's id, role and purpose, which
+        the tenant's chain records. Runs in the server process: ``apply`` never crosses to a worker."""
+        if change not in ("created", "revoked"):
+            raise InvalidInput("an API key change is 'created' or 'revoked'")
+        with self.privacy.operation(actor, "keys.manage") as op:
+            facts = apply()
+            self.privacy.record(op, change, detail={k: facts.get(k) for k in ("key_id", "role", "key_purpose")})
+            return facts
 
     def _require(self, feature: str, new_subjects: int = 0) -> None:
         """Licensed operations stop here without a valid license; detect, listing and erasure never do."""

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facekeeper import egress
+from facekeeper import contract, egress
 from facekeeper.api import problems
 from facekeeper.api.auth import Caller, token_of
 from facekeeper.api.keys import KeyStore
@@ -30,6 +30,7 @@ from facekeeper.api.ratelimit import RateLimiter
 from facekeeper.api.runner import ProcessRunner, Runner, ThreadRunner
 from facekeeper.api.tenants import Layout
 from facekeeper.errors import FacekeeperError, RequestTooLarge
+from facekeeper.service import Service
 
 log = logging.getLogger("facekeeper.api")
 access = logging.getLogger("facekeeper.api.access")  # route templates only: a path may hold a subject id
@@ -38,6 +39,8 @@ try:
 except metadata.PackageNotFoundError:
     VERSION = "0+unknown"
 API_PREFIX = "/v1"
+P = ParamSpec("P")
+R = TypeVar("R")
 _CONVERTOR = re.compile(r":\w+}")  # "{subject_id:path}" is labelled "{subject_id}"
 
 
@@ -106,9 +109,12 @@ def allow(action: str | None = None) -> Callable[..., Caller]:
     return dependency
 
 
-async def run(request: Request, caller: Caller, method: str, *args: Any, **kwargs: Any) -> Any:
-    """``Service.<method>`` for the caller's tenant, as the caller (see ``runner``)."""
-    return await context(request).runner.call(caller.actor, method, *args, **kwargs)
+async def run(request: Request, caller: Caller, handle: Callable[Concatenate[Service, P], R], *args: P.args,
+              **kwargs: P.kwargs) -> R:
+    """The declared operation ``handle`` (``Service.identify``: typed, checked against its signature) on the
+    caller's tenant, as the caller, where its cost says (see ``runner``)."""
+    result: R = await context(request).runner.call(caller.actor, contract.of(handle), *args, **kwargs)
+    return result
 
 
 # -- the outermost guard: size limit, metrics, last-resort errors ------------------------------------
@@ -116,7 +122,8 @@ class Guard:
     """Pure ASGI: refuses oversized bodies early, times every request, and never lets an error out raw.
 
     Starlette's server-error middleware would re-raise an unexpected exception to uvicorn, which logs it
-    with its message; catching it here keeps logs free of whatever data the message held.
+    with its message; catching it here logs its traceback (frames and types, a worker's included) free of
+    whatever data the message held.
     """
 
     def __init__(self, app: ASGIApp, ctx: Context) -> None:
@@ -155,7 +162,8 @@ class Guard:
             await self.app(scope, limited, tracked)
         except Exception as exc:
             if started:
-                log.error("error after the response started: %s", type(exc).__name__)
+                log.error("error after the response started: %s\n%s", type(exc).__name__,
+                          problems.traceback_without_data(exc))
             else:
                 response = (problems.from_error(exc) if isinstance(exc, FacekeeperError)
                             else await problems.unexpected(scope, exc))

@@ -1,9 +1,9 @@
 """Who is calling: the API key becomes an ``Actor`` (id = key id, role, tenant) and, maybe, a purpose.
 
 Roles are the privacy layer's (``privacy.policy.PERMISSIONS``). For every route that calls ``Service`` the
-role check is ``Service``'s own, so a refusal is audited in the tenant's chain like any other; the API
-checks only what ``Service`` does not see: ``keys.manage`` (admin), ``metrics.read`` (admin, auditor),
-``receipt.verify`` (checked here from the same table), and a key's own purpose.
+role check is the contract's guard (``facekeeper.contract``), so a refusal is audited in the tenant's chain
+like any other; the API checks only what ``Service`` does not see: ``metrics.read`` (admin, auditor) and a
+key's own purpose.
 
 A key created with a purpose acts for that purpose only: a device key at the gate of purpose
 ``access-control`` cannot identify for ``payment``, and needs not say which purpose it serves.
@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from facekeeper.errors import AuthError, Forbidden, InvalidInput
-from facekeeper.privacy.policy import PERMISSIONS, Actor
-
-API_ACTIONS: dict[str, frozenset[str]] = {
-    "keys.manage": frozenset({"admin"}),
-    "metrics.read": frozenset({"admin", "auditor"}),
-}
+from facekeeper.privacy.policy import Actor, may
 
 
 def permitted(role: str, action: str) -> bool:
-    if action in API_ACTIONS:
-        return role in API_ACTIONS[action]
-    allowed = PERMISSIONS.get(role, frozenset())
-    return "*" in allowed or action in allowed
+    """The privacy layer's one role table answers for the API's own actions too (``keys.manage``,
+    ``metrics.read``), so no route has a rule of its own."""
+    return may(role, action)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ def install(path: Annotated[Path, typer.Argument(help="The license file the vend
             content = path.read_bytes()
         except OSError as exc:
             raise LicenseError(f"cannot read {path} ({exc.strerror})") from None
-        lic = svc.license.install(content)
-        status = svc.license.status(svc.gallery.store.subject_count())
+        status = svc.install_license(content)
+    lic = status.license
+    assert lic is not None
     cli.emit(status.to_dict(), lambda: cli.out.print(
         f"Installed license {lic.license_id} for {lic.licensee}: {', '.join(lic.features)}; up to"
         f" {lic.subject_cap} subjects; expires {lic.to_dict()['expires_at']}"
@@ -41,7 +42,7 @@ def show() -> None:
     from facekeeper.cli import main as cli
 
     with cli.service() as svc:
-        status = svc.license.status(svc.gallery.store.subject_count())
+        status = svc.license_status()
     data = status.to_dict()
     cli.emit(data, lambda: _human(cli.out, data))
 

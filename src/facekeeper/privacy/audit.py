@@ -19,6 +19,9 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -34,6 +37,22 @@ ANCHOR_NAME = "audit.anchor"
 _DETAIL_STR_MAX = 120
 _DETAIL_LIST_MAX = 50
 _COLUMNS = "seq, at, actor, role, tenant, purpose, action, subject, outcome, bucket, detail, mac"
+
+
+# The entries written by the operation running in this context (``facekeeper.contract``'s guard counts them
+# to leave exactly one per operation; a nested operation gets a list of its own).
+_written: ContextVar[list[int] | None] = ContextVar("facekeeper_audit_written", default=None)
+
+
+@contextmanager
+def counting() -> Iterator[list[int]]:
+    """Collect the sequence numbers of the entries appended in this context."""
+    entries: list[int] = []
+    token = _written.set(entries)
+    try:
+        yield entries
+    finally:
+        _written.reset(token)
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,9 @@ class AuditLog:
                detail_text)
         db.execute(f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (*row, self._mac(prev, row)))
+        written = _written.get()
+        if written is not None:
+            written.append(seq)
         return seq
 
     def record(self, actor: Actor, action: str, outcome: str, *, at: float, purpose: str | None = None,

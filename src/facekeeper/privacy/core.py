@@ -121,6 +121,20 @@ class Privacy:
         if not op.audited:
             self.audit.record(actor, action, "ok", at=op.now, purpose=op.purpose, subject=op.subject)
 
+    def refuse_role(self, actor: Actor, action: str) -> None:
+        """The guard's first check, before any argument is read: the refusal is audited, then raised."""
+        try:
+            policy.require_role(actor, action)
+        except FacekeeperError as exc:
+            self.audit_outcome(actor, action, exc)
+            raise
+
+    def audit_outcome(self, actor: Actor, action: str, error: FacekeeperError | None) -> int:
+        """The one entry of an operation whose work wrote none: ``ok``, or why it was refused or failed."""
+        kind = "refused" if error is not None and error.http_status in (403, 409) else "failed"
+        outcome = "ok" if error is None else f"{kind}:{error.code}"
+        return self.audit.record(actor, action, outcome, at=self.clock())
+
     def append(self, db: Connection, op: Operation, outcome: str, *, subject: str | None = None,
                bucket: str | None = None, detail: dict[str, Any] | None = None, action: str | None = None) -> int:
         """The operation's audit entry, inside the transaction of its data change."""

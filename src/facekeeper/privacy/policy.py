@@ -16,7 +16,8 @@ from facekeeper.errors import Forbidden, InvalidInput, NoticeIncomplete, Purpose
 ROLES = ("admin", "operator", "device", "auditor")
 
 # The device at the gate matches and checks credentials; it never enrolls, erases or reads the audit.
-# The auditor reads the audit and the compliance report; it never sees or changes subjects.
+# The auditor reads the audit, the compliance report, the license and the metrics; it never sees or changes
+# subjects. Only an admin installs a license or manages API keys (``*``).
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "operator": frozenset({
@@ -25,7 +26,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "sweep", "compliance.report", "detect",
     }),
     "device": frozenset({"verify", "identify", "credential.check", "detect"}),
-    "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify"}),
+    "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify", "license.status",
+                          "metrics.read"}),
 }
 
 
@@ -45,9 +47,13 @@ class Actor:
                 raise InvalidInput("actor id and tenant must be 1-100 printable characters")
 
 
+def may(role: str, action: str) -> bool:
+    allowed = PERMISSIONS.get(role, frozenset())
+    return "*" in allowed or action in allowed
+
+
 def require_role(actor: Actor, action: str) -> None:
-    allowed = PERMISSIONS[actor.role]
-    if "*" not in allowed and action not in allowed:
+    if not may(actor.role, action):
         raise Forbidden(f"the {actor.role} role may not {action}", action=action, role=actor.role)
 
 

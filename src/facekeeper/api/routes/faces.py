@@ -12,9 +12,10 @@ from facekeeper.api import bodies, schemas
 from facekeeper.api.app import API_PREFIX, allow, context, run
 from facekeeper.api.auth import Caller
 from facekeeper.errors import InvalidInput
+from facekeeper.service import Service
 
 router = APIRouter(prefix=API_PREFIX, tags=["faces"])
-Service = Annotated[Caller, Depends(allow())]
+Authed = Annotated[Caller, Depends(allow())]
 _EDGE = ("template", "model_id")
 
 
@@ -31,20 +32,20 @@ def _template(values: list[float]) -> np.ndarray[Any, np.dtype[np.float32]]:
 
 @router.post("/detect", response_model=schemas.Detected,
              openapi_extra=bodies.openapi_body(schemas.DetectIn, ("image",)))
-async def detect(request: Request, caller: Service) -> schemas.Detected:
+async def detect(request: Request, caller: Authed) -> schemas.Detected:
     """Faces in a photo: boxes, landmarks and quality. Nothing is stored."""
     body = await bodies.parse(request, schemas.DetectIn, ("image",))
-    faces = await run(request, caller, "detect", body.image, body.landmarks)
+    faces = await run(request, caller, Service.detect, body.image, body.landmarks)
     context(request).metrics.faces(caller.tenant, "detect", len(faces))
     return schemas.Detected.model_validate({"faces": faces})
 
 
 @router.post("/enroll", response_model=schemas.Enrolled, status_code=201,
              openapi_extra=bodies.openapi_body(schemas.EnrollIn, ("images",)))
-async def enroll(request: Request, caller: Service) -> schemas.Enrolled:
+async def enroll(request: Request, caller: Authed) -> schemas.Enrolled:
     """Enroll photos of one person for a purpose; the person needs a live consent for it."""
     body = await bodies.parse(request, schemas.EnrollIn, ("images",))
-    r = await run(request, caller, "enroll", body.images, body.subject_id, body.name,
+    r = await run(request, caller, Service.enroll, body.images, body.subject_id, body.name,
                   purpose=caller.purpose(body.purpose))
     context(request).metrics.faces(caller.tenant, "enroll", r.templates_added)
     return schemas.Enrolled(subject_id=r.subject_id, pseudonym=r.pseudonym, templates_added=r.templates_added,
@@ -53,7 +54,7 @@ async def enroll(request: Request, caller: Service) -> schemas.Enrolled:
 
 @router.post("/verify", response_model=schemas.Verified,
              openapi_extra=bodies.openapi_body(schemas.VerifyIn, ("image", "reference"), _EDGE))
-async def verify(request: Request, caller: Service) -> schemas.Verified:
+async def verify(request: Request, caller: Authed) -> schemas.Verified:
     """1:1: the probe (photo or edge template) against a second photo or an enrolled subject."""
     body = await bodies.parse(request, schemas.VerifyIn, ("image", "reference"))
     _probe(body.image, body.template, body.model_id)
@@ -61,10 +62,10 @@ async def verify(request: Request, caller: Service) -> schemas.Verified:
     if body.template is not None:
         if body.subject_id is None or body.reference is not None:
             raise InvalidInput("a template is verified against an enrolled subject: give 'subject_id'")
-        r = await run(request, caller, "verify_descriptor", _template(body.template), body.subject_id,
+        r = await run(request, caller, Service.verify_descriptor, _template(body.template), body.subject_id,
                       model_id=body.model_id, fmr=body.fmr, purpose=purpose)
     else:
-        r = await run(request, caller, "verify", body.image, body.reference, subject_id=body.subject_id,
+        r = await run(request, caller, Service.verify, body.image, body.reference, subject_id=body.subject_id,
                       fmr=body.fmr, purpose=purpose)
         context(request).metrics.faces(caller.tenant, "verify", 1 + (body.reference is not None))
     return schemas.Verified.model_validate(r.to_dict())
@@ -72,15 +73,15 @@ async def verify(request: Request, caller: Service) -> schemas.Verified:
 
 @router.post("/identify", response_model=schemas.Identified,
              openapi_extra=bodies.openapi_body(schemas.IdentifyIn, ("image",), _EDGE))
-async def identify(request: Request, caller: Service) -> schemas.Identified:
+async def identify(request: Request, caller: Authed) -> schemas.Identified:
     """1:N among the subjects with a live consent for the purpose; answers ``unknown`` rather than guess."""
     body = await bodies.parse(request, schemas.IdentifyIn, ("image",))
     _probe(body.image, body.template, body.model_id)
     purpose = caller.purpose(body.purpose)
     if body.template is not None:
-        r = await run(request, caller, "identify_descriptor", _template(body.template), body.k, body.fpir,
+        r = await run(request, caller, Service.identify_descriptor, _template(body.template), body.k, body.fpir,
                       model_id=body.model_id, purpose=purpose)
     else:
-        r = await run(request, caller, "identify", body.image, body.k, body.fpir, purpose=purpose)
+        r = await run(request, caller, Service.identify, body.image, body.k, body.fpir, purpose=purpose)
         context(request).metrics.faces(caller.tenant, "identify", 1)
     return schemas.Identified.model_validate(r.to_dict())

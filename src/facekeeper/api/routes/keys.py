@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from facekeeper.api import bodies, schemas
-from facekeeper.api.app import API_PREFIX, allow, context
+from facekeeper.api.app import API_PREFIX, allow, context, run
 from facekeeper.api.auth import Caller
+from facekeeper.api.keys import ApiKey, NewKey
+from facekeeper.service import Service
 
 router = APIRouter(prefix=f"{API_PREFIX}/keys", tags=["keys"])
 
@@ -22,17 +23,33 @@ def list_keys(request: Request, caller: Annotated[Caller, Depends(allow("keys.ma
 
 @router.post("", response_model=schemas.NewApiKey, status_code=201,
              openapi_extra=bodies.openapi_body(schemas.KeyCreate, multipart=False))
-async def create_key(request: Request, caller: Annotated[Caller, Depends(allow("keys.manage"))]) -> schemas.NewApiKey:
+async def create_key(request: Request, caller: Annotated[Caller, Depends(allow())]) -> schemas.NewApiKey:
     """A new key for this tenant; the answer is the only time the key is shown."""
     ctx = context(request)
     body = await bodies.parse_json(request, schemas.KeyCreate)
-    ctx.layout.check_purpose(caller.tenant, body.purpose)
-    new = await run_in_threadpool(ctx.keys.create, caller.tenant, body.role, body.purpose, body.label)
-    return schemas.NewApiKey(key=schemas.ApiKeyInfo.of(new.key), api_key=new.token)
+    made: list[NewKey] = []
+
+    def create() -> dict[str, str | None]:
+        ctx.layout.check_purpose(caller.tenant, body.purpose)
+        made.append(ctx.keys.create(caller.tenant, body.role, body.purpose, body.label))
+        return _facts(made[0].key)
+
+    await run(request, caller, Service.manage_api_key, "created", create)
+    return schemas.NewApiKey(key=schemas.ApiKeyInfo.of(made[0].key), api_key=made[0].token)
 
 
 @router.delete("/{key_id}", response_model=schemas.ApiKeyInfo)
-def revoke_key(key_id: str, request: Request,
-               caller: Annotated[Caller, Depends(allow("keys.manage"))]) -> schemas.ApiKeyInfo:
+async def revoke_key(key_id: str, request: Request, caller: Annotated[Caller, Depends(allow())]) -> schemas.ApiKeyInfo:
     """Revoke a key of this tenant, effective at once."""
-    return schemas.ApiKeyInfo.of(context(request).keys.revoke(key_id, caller.tenant))
+    revoked: list[ApiKey] = []
+
+    def revoke() -> dict[str, str | None]:
+        revoked.append(context(request).keys.revoke(key_id, caller.tenant))
+        return _facts(revoked[0])
+
+    await run(request, caller, Service.manage_api_key, "revoked", revoke)
+    return schemas.ApiKeyInfo.of(revoked[0])
+
+
+def _facts(key: ApiKey) -> dict[str, str | None]:
+    return {"key_id": key.id, "role": key.role, "key_purpose": key.purpose}
