@@ -30,7 +30,7 @@ from facekeeper.errors import ConfigError, InvalidInput
 from facekeeper.fusion import FusionCalibration
 from facekeeper.matching import CalibrationTable
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # what engine.image decodes
 REPORT_FMRS = (1e-2, 1e-3, 1e-4)
 CALIBRATION_FMRS = (1e-2, 1e-3, 1e-4, 1e-5)
 MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impostor comparisons below it

@@ -105,3 +105,56 @@ def test_webp_decodes() -> None:
     buf = io.BytesIO()
     Image.open(london("002")).save(buf, "WEBP")
     assert image.decode(buf.getvalue()).shape == (600, 600, 3)
+
+
+def encoded(kind: str, frames: int = 1, size: tuple[int, int] = (64, 64)) -> bytes:
+    """``frames`` distinct pictures saved as one ``kind`` file (animated when more than one)."""
+    pictures = [Image.new("RGB", size, (80 * i % 256, 255 - 80 * i % 256, 40)) for i in range(frames)]
+    buf = io.BytesIO()
+    extra = {"save_all": True, "append_images": pictures[1:], "duration": 100} if frames > 1 else {}
+    pictures[0].save(buf, kind, **extra)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["TIFF", "BMP", "GIF", "PPM", "ICO"])
+def test_formats_other_than_jpeg_png_webp_are_refused_with_the_accepted_list(kind: str) -> None:
+    with pytest.raises(BadImage) as info:
+        image.decode(encoded(kind))
+    assert "JPEG, PNG or WebP" in info.value.message
+    assert info.value.details["accepted"] == ["JPEG", "PNG", "WEBP"]
+
+
+def test_a_300_frame_gif_is_refused_without_reading_its_frames() -> None:
+    with pytest.raises(BadImage, match="JPEG, PNG or WebP"):
+        image.decode(encoded("GIF", frames=300))
+
+
+@pytest.mark.parametrize("kind", ["PNG", "WEBP"])
+def test_animated_png_and_webp_are_refused_not_cut_to_their_first_frame(kind: str) -> None:
+    still = image.decode(encoded(kind))
+    assert still.shape == (64, 64, 3)
+    with pytest.raises(BadImage, match="animated") as info:
+        image.decode(encoded(kind, frames=3))
+    assert info.value.details["accepted"] == ["JPEG", "PNG", "WEBP"]
+
+
+def test_a_multi_picture_jpeg_from_a_phone_is_read_as_its_primary_picture() -> None:
+    rgb = image.decode(encoded("MPO", frames=2))
+    assert rgb.shape == (64, 64, 3) and rgb[0, 0, 1] > 240  # the first picture (green), not the second
+
+
+def test_the_suffixes_folder_enrollment_picks_are_the_decodable_ones() -> None:
+    from facekeeper import evaluation, service
+
+    assert service.IMAGE_SUFFIXES == evaluation.IMAGE_SUFFIXES == image.SUFFIXES
+
+
+@pytest.mark.parametrize("size", [(1, 30000), (30000, 1), (8, 64), (40, 1000)])
+def test_a_strip_or_a_speck_cannot_hold_a_face_and_says_so(size: tuple[int, int]) -> None:
+    with pytest.raises(BadImage, match="cannot hold a face") as info:
+        image.decode(encoded("PNG", size=size))
+    assert type(info.value) is BadImage and (info.value.details["width"], info.value.details["height"]) == size
+
+
+def test_the_smallest_and_narrowest_accepted_shapes_decode() -> None:
+    assert image.decode(encoded("PNG", size=(16, 320))).shape == (320, 16, 3)

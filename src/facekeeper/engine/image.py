@@ -1,8 +1,14 @@
 """Decoding untrusted images into RGB pixels, safely.
 
+Only still photos in ``FORMATS`` are read: Pillow is asked to try just those parsers, so a TIFF, BMP,
+GIF or any other format never reaches its (larger, rarely exercised) decoder, and an animated PNG or
+WebP is refused rather than silently cut to its first frame. A JPEG with a Multi-Picture block (MPO: many
+phone cameras add a depth or preview picture) is a JPEG, and its primary picture is the photo.
+
 Limits are checked *before* pixels are decoded (a 20000x20000 PNG is a few kB on disk and 1.2 GB in
-memory), truncated files are errors rather than grey bottoms, and EXIF orientation is applied so a phone
-photo taken sideways is upright. Messages never echo the bytes.
+memory; a 1x30000 strip holds no face and breaks resizing), truncated files are errors rather than grey
+bottoms, and EXIF orientation is applied so a phone photo taken sideways is upright. Messages never echo
+the bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from facekeeper.errors import BadImage, ImageTooLarge
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+MIN_SIDE = 16  # pixels: no detector finds a face in less
+MAX_ASPECT = 20  # longer side / shorter side: a photo of a face is never a strip
+FORMATS = ("JPEG", "PNG", "WEBP")  # what Pillow may parse; MPO is what its JPEG parser calls a multi-picture JPEG
+SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+ACCEPTED = "JPEG, PNG or WebP, one still picture"
 
 # Pillow's own bomb guard is global and its message vague; ``decode`` checks the header's size against
 # the deployment's limit right after ``Image.open`` (which reads only the header), before any pixel.
@@ -49,28 +60,33 @@ def decode(
 
     16-bit images are scaled to 8 bits, alpha is composited on white, palette and grey images are
     expanded. Raises ``ImageTooLarge`` over the byte or pixel limits and ``BadImage`` for anything that
-    is not a complete, readable image.
+    is not one complete, readable still picture in ``FORMATS`` with sides that could hold a face.
     """
     if len(data) == 0:
         raise BadImage(f"{name}: the file is empty")
     if len(data) > max_bytes:
         raise ImageTooLarge(f"{name}: {len(data)} bytes is over the limit of {max_bytes}", bytes=len(data))
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = img.size
         if width * height > max_pixels:
             raise ImageTooLarge(
                 f"{name}: {width}x{height} pixels is over the limit of {max_pixels}",
                 width=width, height=height,
             )
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
+        if min(width, height) < MIN_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
+            raise BadImage(f"{name}: {width}x{height} pixels cannot hold a face: each side needs at least"
+                           f" {MIN_SIDE} pixels and the longer at most {MAX_ASPECT} times the shorter",
+                           width=width, height=height)
+        if img.format != "MPO" and getattr(img, "is_animated", False):
+            raise BadImage(f"{name}: an animated image is not a photo: send {ACCEPTED}", accepted=list(FORMATS))
         img.load()
         img = ImageOps.exif_transpose(img)
-    except ImageTooLarge:
+    except BadImage:
         raise
     except UnidentifiedImageError:
-        raise BadImage(f"{name}: not an image format facekeeper can read (JPEG, PNG, WebP)") from None
+        raise BadImage(f"{name}: not an image format facekeeper reads: send {ACCEPTED}",
+                       accepted=list(FORMATS)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = "truncated or corrupt" if "truncated" in str(exc).lower() else "corrupt"
         raise BadImage(f"{name}: the image is {reason}") from None
