@@ -2,12 +2,15 @@
 
 Face work is CPU-bound and dlib's detector holds the GIL, so threads cannot use a second core; one
 ``Service`` per tenant in each of N worker processes can. The API process keeps everything cheap and
-shared (authentication, rate limits, metrics) and hands each call that decodes a photo, by ``Service``
-method name, to a worker; a worker runs one call at a time. Calls that take milliseconds (consents,
+shared (authentication, rate limits, metrics) and hands each call whose declared cost is ``photo``
+(``facekeeper.contract``) to a worker; a worker runs one call at a time. Calls that take milliseconds (consents,
 erasure, lists, audit, the descriptors of edge terminals) run in the API process instead, so they never
 queue behind photos. Either way a ``Service`` instance (its SQLite connections, its index) is used by
 one thread at a time, and instances share a tenant's gallery the way several CLI processes do: through
 the store's change log. Photos cross to a worker as bytes in a pipe and are dropped after the call.
+
+Photo calls wait for a turn in a ``FairScheduler`` (one queue per tenant, as many slots as workers), so one
+tenant's queue of slow photos never holds another tenant's call for more than about one call.
 
 ``ThreadRunner`` alone (``serve --in-process``, tests) runs everything in threads of one process.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import multiprocessing as mp
 import os
 import threading
@@ -32,11 +34,13 @@ from typing import Any, Protocol
 
 import anyio
 
-from facekeeper import config, egress
+from facekeeper import config, contract, egress
+from facekeeper.api.scheduler import Cost, FairScheduler
 from facekeeper.api.tenants import Layout
 from facekeeper.config import Settings
+from facekeeper.contract import Operation
 from facekeeper.engine import Engine
-from facekeeper.errors import InvalidInput, ServiceUnavailable
+from facekeeper.errors import ServiceUnavailable
 from facekeeper.privacy import Actor
 from facekeeper.service import Service
 
@@ -44,8 +48,12 @@ EngineFactory = Callable[[Settings], Engine]
 
 
 class Runner(Protocol):
-    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``Service.<method>(*args, **kwargs)`` on the actor's tenant, as that actor."""
+    async def call(self, actor: Actor, op: Operation, *args: Any, **kwargs: Any) -> Any:
+        """The declared operation ``op`` with ``(*args, **kwargs)`` on the actor's tenant, as that actor."""
+        ...
+
+    async def submit(self, tenant: str, cost: Cost, work: Callable[[], Any]) -> Any:
+        """``work()`` for ``tenant`` where calls of that cost class run, in the tenant's fair turn."""
         ...
 
     def close(self) -> None: ...
@@ -97,18 +105,10 @@ def config_stamp(service: Service) -> int:
         return 0
 
 
-@functools.cache
-def _takes_actor(method: str) -> bool:
-    return "actor" in inspect.signature(getattr(Service, method)).parameters
-
-
-def invoke(service: Service, actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call a public ``Service`` method, always as ``actor`` when the method audits one."""
-    if method.startswith("_") or not callable(getattr(Service, method, None)):
-        raise InvalidInput(f"no service operation {method}")
-    if _takes_actor(method):
-        kwargs = {**kwargs, "actor": actor}
-    return getattr(service, method)(*args, **kwargs)
+def invoke(service: Service, actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run the declared operation ``name`` (the contract's guard included) as ``actor``."""
+    op = contract.of(name)
+    return getattr(service, op.name)(*args, **{**kwargs, "actor": actor})
 
 
 # -- in-process ------------------------------------------------------------------------------------
@@ -144,7 +144,8 @@ class _Pool:
 
 
 class ThreadRunner:
-    """``size`` ``Service`` instances per tenant at most, each used by one thread at a time."""
+    """``size`` ``Service`` instances per tenant at most, each used by one thread at a time; photo calls
+    of all tenants share ``size`` fair slots, so a flood of one tenant's photos cannot take every thread."""
 
     def __init__(self, layout: Layout, size: int = 2, engines: EngineFactory | None = None) -> None:
         self.layout = layout
@@ -152,6 +153,7 @@ class ThreadRunner:
         self._engines = engines or EngineCache()
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
+        self.photos = FairScheduler(size)
 
     def _pool(self, tenant: str) -> _Pool:
         with self._lock:
@@ -162,12 +164,18 @@ class ThreadRunner:
                                                                      self._engines), self.size)
             return pool
 
-    def _run(self, actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run(self, actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with self._pool(actor.tenant).borrow() as svc:
-            return invoke(svc, actor, method, args, kwargs)
+            return invoke(svc, actor, name, args, kwargs)
 
-    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await anyio.to_thread.run_sync(functools.partial(self._run, actor, method, args, kwargs))
+    async def call(self, actor: Actor, op: Operation, *args: Any, **kwargs: Any) -> Any:
+        return await self.submit(actor.tenant, op.cost, functools.partial(self._run, actor, op.name, args, kwargs))
+
+    async def submit(self, tenant: str, cost: Cost, work: Callable[[], Any]) -> Any:
+        """``work()`` in a thread; a photo call first waits for the tenant's fair turn."""
+        if cost == "photo":
+            return await self.photos.run(tenant, functools.partial(anyio.to_thread.run_sync, work))
+        return await anyio.to_thread.run_sync(work)
 
     def close(self) -> None:
         with self._lock:
@@ -205,7 +213,7 @@ def _close_services() -> None:
     _services.clear()
 
 
-def _worker_call(actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _worker_call(actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     assert _layout is not None
     entry = _services.get(actor.tenant)
     if entry is not None and config_stamp(entry[0]) != entry[1]:
@@ -214,16 +222,11 @@ def _worker_call(actor: Actor, method: str, args: tuple[Any, ...], kwargs: dict[
     if entry is None:
         svc = open_service(_layout, actor.tenant, _engines)
         entry = _services[actor.tenant] = (svc, config_stamp(svc))
-    return invoke(entry[0], actor, method, args, kwargs)
+    return invoke(entry[0], actor, name, args, kwargs)
 
 
 def _warm(_: int) -> int:
     return os.getpid()
-
-
-# Calls that decode photos: seconds of CPU each. Everything else (consents, erasure, lists, audit, and the
-# descriptors edge terminals send) takes milliseconds and must not queue behind them.
-IMAGE_CALLS = frozenset({"detect", "enroll", "verify", "identify", "enroll_dir"})
 
 
 class ProcessRunner:
@@ -247,6 +250,7 @@ class ProcessRunner:
         self._pool = self._new_pool()
         self._engines = EngineCache()
         self._light = ThreadRunner(layout, threads, self._engines)
+        self.photos = FairScheduler(workers)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         env = {k: v for k, v in os.environ.items() if k.startswith("FACEKEEPER_")}
@@ -264,13 +268,25 @@ class ProcessRunner:
     def worker_pids(self) -> set[int]:
         return {p.pid for p in (self._pool._processes or {}).values() if p.pid is not None}
 
-    async def call(self, actor: Actor, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method not in IMAGE_CALLS:
-            return await self._light.call(actor, method, *args, **kwargs)
+    async def call(self, actor: Actor, op: Operation, *args: Any, **kwargs: Any) -> Any:
+        # Photo calls take seconds of CPU; everything else (consents, erasure, lists, audit, the descriptors
+        # edge terminals send) takes milliseconds and must not queue behind them.
+        if op.cost != "photo":
+            return await self._light.call(actor, op, *args, **kwargs)
         self.layout.require(actor.tenant)
+        return await self.submit(actor.tenant, "photo", functools.partial(_worker_call, actor, op.name, args, kwargs))
+
+    async def submit(self, tenant: str, cost: Cost, work: Callable[[], Any]) -> Any:
+        """A photo call in a worker process once the tenant's fair turn comes (``work`` must pickle); a light
+        call in a thread of this process."""
+        if cost == "light":
+            return await self._light.submit(tenant, cost, work)
+        return await self.photos.run(tenant, functools.partial(self._in_worker, work))
+
+    async def _in_worker(self, work: Callable[[], Any]) -> Any:
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, _worker_call, actor, method, args, kwargs)
+            return await asyncio.get_running_loop().run_in_executor(pool, work)
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
