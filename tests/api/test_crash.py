@@ -1,18 +1,24 @@
 """kill -9 of the service (API process and workers) in the middle of a load, then a restart: every
-acknowledged enrollment is there, every acknowledged erasure is gone, and the audit chain verifies.
-
-The same code as ``bench/service.py`` (its crash run), shorter and with fewer clients.
+acknowledged enrollment is there, every acknowledged erasure is gone, and the audit chain verifies
+(the same code as ``bench/service.py``'s crash run, shorter and with fewer clients). And kill -9 of the
+API process alone leaves no worker running.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from facekeeper.api import lifeline
+from facekeeper.api.server import ServerProcess
+from facekeeper.api.tenants import Layout
 from facekeeper.publisher.testing import EvaluationVendor
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "service.py"
@@ -38,3 +44,39 @@ def test_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Path, monkeypat
     assert outcome.present_ok > 0
     assert outcome.present_missing == [] and outcome.erased_found == []
     assert outcome.audit_ok
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_api_process_takes_its_workers_and_fork_server_with_it(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root", tmp_path / "keys")
+    layout.root.mkdir()
+    server = ServerProcess(layout, args=["--workers", "2"], log=tmp_path / "serve.log").start()
+    assert server.proc is not None
+    try:
+        children = descendants(server.proc.pid)
+        assert len(children) >= 3, children  # the fork server and two workers (and the resource tracker)
+        os.kill(server.proc.pid, signal.SIGKILL)  # the API process alone, as the OOM killer would
+        server.proc.wait()
+        deadline = time.monotonic() + 15
+        while {pid for pid in children if lifeline.alive(pid)} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {pid for pid in children if lifeline.alive(pid)} == set()
+    finally:
+        server.kill()

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import anyio
 
 from facekeeper import config, contract, egress
+from facekeeper.api import lifeline
 from facekeeper.api.scheduler import Cost, FairScheduler
 from facekeeper.api.tenants import Layout
 from facekeeper.config import Settings
@@ -191,8 +192,10 @@ _engines = EngineCache()
 
 
 def _worker_init(root: Path, key_root: Path, env: dict[str, str], guard: dict[str, Any] | None,
-                 blocked: Synchronized[int] | None) -> None:
+                 blocked: Synchronized[int] | None, owner: int) -> None:
     global _layout
+    lifeline.die_with(owner)
+    os.umask(0o077)
     os.environ.update(env)
     _layout = Layout(root, key_root)
     if guard is not None:
@@ -235,7 +238,8 @@ class ProcessRunner:
     erasing someone does not wait behind a queue of photos.
 
     A worker that dies mid-call (the kernel's OOM killer, a crash in native code) fails the calls it had
-    with 503 and the pool is rebuilt; the API process and the other tenants carry on.
+    with 503 and the pool is rebuilt; the API process and the other tenants carry on. An API process that
+    dies takes its workers with it (``lifeline``); files they create are the owner's alone (umask 077).
     """
 
     def __init__(self, layout: Layout, workers: int, *, guard: dict[str, Any] | None = None,
@@ -256,7 +260,7 @@ class ProcessRunner:
         env = {k: v for k, v in os.environ.items() if k.startswith("FACEKEEPER_")}
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_init,
                                    initargs=(self.layout.root, self.layout.key_root, env, self._guard,
-                                             self.blocked))
+                                             self.blocked, os.getpid()))
 
     def warm_up(self) -> set[int]:
         """Start the worker processes (each loads the models as it starts) now rather than on the first
