@@ -7,6 +7,9 @@ worker answers a good one, and the gallery, consents and keys are as before.
 from __future__ import annotations
 
 import base64
+import io
+import json
+import logging
 import struct
 import time
 import zlib
@@ -16,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from facekeeper.api.app import ServerSettings
 from facekeeper.api.runner import ProcessRunner
@@ -63,6 +67,7 @@ def state(root: Root) -> dict[str, Any]:
     svc = Service.open(root.layout.data_dir("acme"))
     try:
         return {"subjects": [(s.subject_id, s.templates) for s in svc.subjects()],
+                "people": svc.privacy.registry.people(),
                 "consents": [(c.id, c.ended_at) for sid in ("b-001", "b-late") for c in svc.consents(sid)],
                 "templates": svc.gallery.store.template_count()}
     finally:
@@ -130,3 +135,96 @@ def test_bad_requests_are_problems_that_change_nothing(site: tuple[Root, httpx.C
     assert runner.worker_pids() == workers  # the same worker, never restarted
     assert http.post("/identify", headers=gate, json={"image": b64(good)}).json()["match"]["subject_id"] == "b-001"
     assert http.get("/audit/verify", headers=root.auth("acme", "auditor")).json()["ok"]
+
+
+def picture(kind: str, size: tuple[int, int] = (64, 64), frames: int = 1) -> str:
+    pictures = [Image.new("RGB", size, (37 * i % 256, 255 - 37 * i % 256, 0)) for i in range(frames)]
+    buf = io.BytesIO()
+    pictures[0].save(buf, kind, **({"save_all": True, "append_images": pictures[1:]} if frames > 1 else {}))
+    return b64(buf.getvalue())
+
+
+def test_hostile_bodies_and_images_are_small_clear_problems_that_change_nothing(
+        site: tuple[Root, httpx.Client, ProcessRunner]) -> None:
+    root, http, runner = site
+    op = root.auth("acme", "operator")
+    assert http.post("/detect", headers=op, json={"image": b64(london("001").read_bytes())}).status_code == 200
+    workers = runner.worker_pids()
+    before = state(root)
+    consent = {"subject_id": "b-new", "purpose": PURPOSE, "method": "paper", "evidence": "form 9"}
+    as_json = {**op, "Content-Type": "application/json"}
+
+    many = json.dumps({f"k{i}": 1 for i in range(300_000)}).encode()  # 3.9 MB, under this server's body limit
+    assert len(many) < MAX_BODY
+    r = http.post("/consents", headers=as_json, content=many)
+    problem(r, 422, "invalid-input")
+    assert len(r.content) < 1000  # was one error per member: 62.9 MB for a million
+    r = http.post("/consents", headers=op, json={**consent, **{f"extra-{i}": "SECRET" for i in range(50)}})
+    problem(r, 422, "invalid-input")
+    assert len(r.json()["fields"]) == 5 and r.json()["problems"] == 50 and "SECRET" not in r.text
+    deep = b'{"subject_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    problem(http.post("/consents", headers=as_json, content=deep), 422, "invalid-input")  # was a 500
+    problem(http.post("/consents", headers=op, json={**consent, "subject_id": {"a": [{"b": 1}]}}), 422,
+            "invalid-input")
+    for expiry in (1e12, 253_402_300_800.0 + 3600, time.time() - 60):  # year 33658, year 10000, the past
+        r = http.post("/consents", headers=op, json={**consent, "expires_at": expiry})
+        problem(r, 422, "invalid-input")
+        assert r.json()["fields"][0]["field"] == "expires_at"
+
+    r = http.post("/detect", headers=op, json={"image": b64(london("001").read_bytes()), "landmarks": 7})
+    problem(r, 422, "invalid-input")  # was a 500 from the worker
+    assert r.json()["fields"] == [{"field": "landmarks", "problem": "Input should be 5 or 68"}]
+    for strip in ((1, 30000), (30000, 1)):  # was a 500 from resizing
+        r = http.post("/detect", headers=op, json={"image": picture("PNG", strip)})
+        problem(r, 422, "bad-image")
+        assert "cannot hold a face" in r.json()["detail"]
+    for kind, frames in (("TIFF", 1), ("BMP", 1), ("GIF", 300), ("PNG", 3), ("WEBP", 3)):
+        r = http.post("/detect", headers=op, json={"image": picture(kind, frames=frames)})
+        problem(r, 422, "bad-image")
+        assert r.json()["accepted"] == ["JPEG", "PNG", "WEBP"], kind
+
+    assert state(root) == before
+    assert runner.worker_pids() == workers
+    assert http.get("/audit/verify", headers=root.auth("acme", "auditor")).json()["ok"]
+
+
+def test_an_unexpected_error_in_a_route_is_a_500_logged_with_its_traceback_and_no_data(
+        client: Any, root: Root, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    secret = "-".join(("SECRET", "TEMPLATE", "0.125"))  # not on a source line a traceback shows
+
+    def broken_engine(*_: Any, **__: Any) -> None:
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(engine, "faces", broken_engine)
+    with caplog.at_level(logging.ERROR, logger="facekeeper.api"):
+        r = client.post("/v1/detect", headers=root.auth("acme", "operator"),
+                        json={"image": b64(london("001").read_bytes())})
+    problem(r, 500, "internal-error")
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "Traceback" in logged and "in broken_engine" in logged and "RuntimeError" in logged
+    assert "SECRET" not in logged and "SECRET" not in r.text
+
+
+def _fail_in_worker(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_a_worker_process_error_is_logged_with_the_worker_traceback_and_no_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from facekeeper.api import problems
+
+    forged = 'could not use SECRETKEY\n  File "forged.py", line 1, in SECRETKEY'  # a message posing as a frame
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            pytest.raises(ValueError) as info:
+        pool.submit(_fail_in_worker, forged).result()
+    with caplog.at_level(logging.ERROR, logger="facekeeper.api"):
+        asyncio.run(problems.unexpected({"method": "POST"}, info.value))
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "in the worker process" in logged and "in _fail_in_worker" in logged
+    assert "raise ValueError" in logged and "\nValueError\n" in logged
+    assert "SECRETKEY" not in logged and "forged.py" not in logged

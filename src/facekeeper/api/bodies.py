@@ -2,8 +2,10 @@
 
 Both forms are parsed in memory. Starlette's own form parser spools any upload over 1 MB to a temporary
 file, which would put a photo on disk, so multipart is parsed here with ``python_multipart`` into bytes.
-The body was already capped by the size limit (``app.BodyLimit``) before it got here. Errors name the
-field, never its content.
+The body was already capped by the size limit (``app.Guard``) before it got here. A JSON body is then
+bounded before pydantic sees it (values, nesting, keys, string sizes: ``Bounds``), because a 12 MB body of
+a million keys costs seconds to parse and, unbounded, a million-entry error. Errors name the field, never
+its content, and list at most ``MAX_PROBLEMS`` problems.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import binascii
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +27,24 @@ M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 MAX_PARTS = 32
+MAX_PROBLEMS = 5  # validation problems listed in an error: enough to fix a request, never a flood
+MAX_NAME_CHARS = 64  # of a field name quoted in an error (a key is caller-chosen text)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a JSON body may hold. ``values`` counts every value (objects, arrays and scalars, keys not
+    included); strings in image fields may be as long as the body, the others at most ``string_chars``."""
+
+    values: int = 10_000
+    depth: int = 16
+    keys: int = 100
+    items: int = 10_000
+    key_chars: int = 100
+    string_chars: int = 64 * 1024
+
+
+DEFAULT_BOUNDS = Bounds()
 
 
 @dataclass
@@ -111,13 +132,7 @@ async def parse(request: Request, model: type[M], images: tuple[str, ...] = ()) 
     body = await request.body()
     raw: dict[str, Any]
     if kind == JSON:
-        try:
-            loaded = json.loads(body or b"{}", parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput("the body is not valid JSON") from None
-        if not isinstance(loaded, dict):
-            raise InvalidInput("the JSON body must be an object")
-        raw = dict(loaded)
+        raw = load_json(body, getattr(model, "json_bounds", DEFAULT_BOUNDS), images)
         for name in images:
             value = raw.get(name)
             if isinstance(value, list):
@@ -128,6 +143,8 @@ async def parse(request: Request, model: type[M], images: tuple[str, ...] = ()) 
         form = parse_multipart(body, request.headers.get("content-type", ""))
         raw = {}
         for name, values in form.fields.items():
+            if any(len(v) > DEFAULT_BOUNDS.string_chars for v in values):
+                raise InvalidInput(f"form field {_name(name)!r} is over {DEFAULT_BOUNDS.string_chars} characters")
             raw[name] = values if _is_list(model, name) else values[-1]
         for name, files in form.files.items():
             if name not in images:
@@ -145,17 +162,84 @@ async def parse_json(request: Request, model: type[M]) -> M:
     return await parse(request, model)
 
 
+def load_json(body: bytes, bounds: Bounds = DEFAULT_BOUNDS, images: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object within ``bounds``; anything else is an ``InvalidInput`` that quotes no content.
+
+    Every value after the first in an array or object follows a comma, so counting commas (in C, a few
+    ms) refuses a body of too many values before the parser spends seconds building it.
+    """
+    if body.count(b",") >= bounds.values:
+        raise InvalidInput(f"the JSON body holds over {bounds.values} values")
+    try:
+        loaded = json.loads(body or b"{}", parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise InvalidInput(f"the JSON body is nested over {bounds.depth} levels deep") from None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(loaded, dict):
+        raise InvalidInput("the JSON body must be an object")
+    _check(loaded, bounds, images)
+    return loaded
+
+
+def _check(root: dict[str, Any], bounds: Bounds, images: tuple[str, ...]) -> None:
+    """Walk the parsed body once (no recursion: a stack of (value, depth, holds image bytes))."""
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
+    seen = 0
+    while stack:
+        value, depth, image = stack.pop()
+        seen += 1
+        if seen > bounds.values:
+            raise InvalidInput(f"the JSON body holds over {bounds.values} values")
+        if depth > bounds.depth:
+            raise InvalidInput(f"the JSON body is nested over {bounds.depth} levels deep")
+        if isinstance(value, dict):
+            if len(value) > bounds.keys:
+                raise InvalidInput(f"a JSON object in the body has over {bounds.keys} members")
+            for key, item in value.items():
+                if len(key) > bounds.key_chars:
+                    raise InvalidInput(f"a JSON member name is over {bounds.key_chars} characters")
+                stack.append((item, depth + 1, value is root and key in images))
+        elif isinstance(value, list):
+            if len(value) > bounds.items:
+                raise InvalidInput(f"a JSON array in the body has over {bounds.items} items")
+            stack.extend((item, depth + 1, image) for item in value)
+        elif isinstance(value, str) and not image and len(value) > bounds.string_chars:
+            raise InvalidInput(f"a JSON string in the body is over {bounds.string_chars} characters")
+
+
 def validate(model: type[M], raw: dict[str, Any]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        raise InvalidInput("the request does not have the expected fields: see 'fields'", fields=fields) from None
+        raise InvalidInput("the request does not have the expected fields: see 'fields'",
+                           **problems_of(exc.errors())) from None
+
+
+def problems_of(errors: list[Any]) -> dict[str, Any]:
+    """The first ``MAX_PROBLEMS`` validation problems as ``fields`` (field path and pydantic's message, never
+    the value), and how many there were when that is more."""
+    fields = [{"field": ".".join(_name(str(p)) for p in e.get("loc", ()) if p != "body"),
+               "problem": str(e.get("msg", ""))[:200]} for e in errors[:MAX_PROBLEMS]]
+    more = {"problems": len(errors)} if len(errors) > MAX_PROBLEMS else {}
+    return {"fields": fields, **more}
+
+
+def _name(text: str) -> str:
+    return text if len(text) <= MAX_NAME_CHARS else text[:MAX_NAME_CHARS] + "..."
 
 
 def _no_constant(name: str) -> None:
     """NaN and Infinity are not JSON (Python's parser accepts them): refused."""
     raise ValueError(name)
+
+
+def _finite(text: str) -> float:
+    """A number too large for a float (1e999) would arrive as infinity: refused like ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
 
 
 def _is_list(model: type[BaseModel], name: str) -> bool:

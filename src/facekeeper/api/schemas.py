@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from facekeeper.api.bodies import Bounds
 from facekeeper.api.keys import ApiKey
+from facekeeper.errors import InvalidInput
+from facekeeper.privacy.consent import MAX_CONSENT_YEARS, check_expiry
 
 
 class Strict(BaseModel):
@@ -65,7 +69,7 @@ def purpose_field() -> Any:
 
 class DetectIn(Strict):
     image: bytes
-    landmarks: int = Field(68, description="5 or 68 landmark points")
+    landmarks: Literal[5, 68] = Field(68, description="5 or 68 landmark points")
 
 
 class EnrollIn(Strict):
@@ -188,15 +192,31 @@ class GuardianIn(Strict):
     name: str | None = None
 
 
+def _within_years(expires_at: float | None) -> float | None:
+    """Checked before the call, so a refused expiry registers nobody (the rule is the consent ledger's)."""
+    if expires_at is not None:
+        try:
+            check_expiry(expires_at, time.time())
+        except InvalidInput:
+            raise ValueError(f"give a time after now and within {MAX_CONSENT_YEARS} years") from None
+    return expires_at
+
+
 class ConsentIn(Strict):
     subject_id: str
     purpose: str | None = purpose_field()
     method: str = Field(description="signature, checkbox or paper")
     evidence: str = Field(description="a reference to the form or record, not a copy")
-    expires_at: float | None = Field(None, description="epoch seconds [the purpose's maximum retention]")
+    expires_at: float | None = Field(None, description="epoch seconds, within 100 years [the purpose's"
+                                                       " maximum retention]")
     minor: bool = False
     guardian: GuardianIn | None = None
     collected_by: str | None = Field(None, description="who collected it [this key]")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expiry(cls, value: float | None) -> float | None:
+        return _within_years(value)
 
 
 class ConsentOut(BaseModel):
@@ -227,7 +247,12 @@ class CredentialIn(Strict):
     subject_id: str
     purpose: str | None = purpose_field()
     kind: str = Field("pin", description="pin (6 digits) or token (for a QR code)")
-    expires_at: float | None = None
+    expires_at: float | None = Field(None, description="epoch seconds, within 100 years [never]")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expiry(cls, value: float | None) -> float | None:
+        return _within_years(value)
 
 
 class CredentialIssued(BaseModel):
@@ -268,6 +293,8 @@ class ChainReportOut(BaseModel):
 
 
 class ReceiptCheckIn(Strict):
+    # a signed audit export holds one object per entry: up to the body limit's worth (~50 000 entries)
+    json_bounds: ClassVar[Bounds] = Bounds(values=1_000_000, depth=32, keys=1_000, items=200_000)
     document: dict[str, Any] = Field(description="an erasure receipt or a signed audit export")
     public_key: str | None = Field(None, description="the signer's public key [this tenant's]")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from facekeeper.errors import AuditError, InvalidInput
 from facekeeper.privacy import ConsentForm, Guardian, receipts
+from facekeeper.privacy.consent import MAX_CONSENT_YEARS, check_expiry
 
 consent_app = typer.Typer(help="Record, withdraw and list consents (one per subject and purpose).",
                           no_args_is_help=True)
@@ -35,9 +37,21 @@ def parse_time(text: str) -> float:
     """An ISO 8601 date or time (UTC when no zone is given) as epoch seconds."""
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        when = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        datetime.fromtimestamp(when, UTC)  # 9999-12-31T23:00-05:00 is in year 10000: no report could print it
+    except (ValueError, OverflowError, OSError):
         raise InvalidInput(f"{text!r} is not an ISO date or time, e.g. 2027-01-31 or 2027-01-31T08:00") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    return when
+
+
+def parse_expiry(text: str) -> float:
+    """An expiry (``parse_time``) after now and within ``MAX_CONSENT_YEARS``: a later one is a typo."""
+    when = parse_time(text)
+    try:
+        check_expiry(when, time.time())
+    except InvalidInput:
+        raise InvalidInput(f"{text!r}: give a time after now and within {MAX_CONSENT_YEARS} years") from None
+    return when
 
 
 def consent_form(spec: str, minor: bool = False, guardian: Guardian | None = None,
@@ -47,7 +61,8 @@ def consent_form(spec: str, minor: bool = False, guardian: Guardian | None = Non
     if not evidence:
         raise InvalidInput("give the consent as METHOD:REFERENCE, e.g. paper:form-113 (method: signature,"
                            " checkbox or paper)")
-    return ConsentForm(method.strip(), evidence.strip(), parse_time(expires) if expires else None, minor, guardian)
+    return ConsentForm(method.strip(), evidence.strip(), parse_expiry(expires) if expires else None, minor,
+                       guardian)
 
 
 # -- consent ----------------------------------------------------------------------------------------
@@ -202,7 +217,7 @@ def credential_issue(
     from facekeeper.cli import main as cli
 
     with cli.service() as svc:
-        issued = svc.issue_credential(subject, purpose, kind, expires_at=parse_time(expires) if expires else None)
+        issued = svc.issue_credential(subject, purpose, kind, expires_at=parse_expiry(expires) if expires else None)
     cli.emit({"credential_id": issued.credential_id, "kind": issued.kind, "purpose": issued.purpose,
               "secret": issued.secret},
              lambda: cli.out.print(f"Credential {issued.credential_id} ({issued.kind}, {issued.purpose}) for "

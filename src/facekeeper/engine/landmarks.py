@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from facekeeper.engine import models
+from facekeeper.errors import InvalidInput
 
 
 class Landmarker:
@@ -16,7 +17,7 @@ class Landmarker:
 
     def __init__(self, points: int) -> None:
         if points not in (5, 68):
-            raise ValueError("landmark model must have 5 or 68 points")
+            raise InvalidInput(f"landmarks must be 5 or 68 points, not {points}")
         self.points = points
         self._predictor = models.shape_predictor(models.SHAPE_5 if points == 5 else models.SHAPE_68)
 

@@ -20,10 +20,19 @@ from facekeeper.gallery.store import Store
 from facekeeper.privacy.registry import Registry
 
 METHODS = ("signature", "checkbox", "paper")
+# No consent outlives its subject; a date past it is a typo (or year 10000, which no export can print).
+MAX_CONSENT_YEARS = 100
+_MAX_CONSENT_SECONDS = MAX_CONSENT_YEARS * 365.25 * 86400
 _COLUMNS = ("id, pseudonym, purpose, notice_version, collected_by, method, granted_at, expires_at, minor, sealed,"
             " ended_at, end_reason, ended_by")
 _LIVE = "ended_at IS NULL AND granted_at <= ? AND expires_at > ?"
 _LIVE_C = "c.ended_at IS NULL AND c.granted_at <= ? AND c.expires_at > ?"
+
+
+def check_expiry(expires_at: float, now: float) -> None:
+    """A consent expires after it is given and at most ``MAX_CONSENT_YEARS`` later."""
+    if not now < expires_at <= now + _MAX_CONSENT_SECONDS:
+        raise InvalidInput(f"a consent must expire after it is given and within {MAX_CONSENT_YEARS} years")
 
 
 @dataclass(frozen=True)
@@ -97,8 +106,7 @@ class ConsentLedger:
             raise InvalidInput(f"consent method must be one of {', '.join(METHODS)}")
         if not evidence.strip() or len(evidence) > 500:
             raise InvalidInput("give the consent evidence: the form number, signature file or checkbox record")
-        if expires_at <= granted_at:
-            raise InvalidInput("a consent must expire after it is given")
+        check_expiry(expires_at, granted_at)
         if minor and (guardian is None or not guardian.relationship.strip() or not guardian.reference.strip()):
             raise ConsentRequired("a subject under the guardian age needs a guardian's consent: give the guardian's"
                                   " relationship and a reference to the signed form")

@@ -7,11 +7,12 @@ creation dates are given instead.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from facekeeper.errors import UnknownSubject
 from facekeeper.privacy import retention
-from facekeeper.privacy.core import Privacy, iso
+from facekeeper.privacy.core import Privacy
 from facekeeper.privacy.policy import Actor
 
 SUBJECT_ACCESS = "facekeeper.subject-access/v1"
@@ -39,7 +40,7 @@ def subject_access(privacy: Privacy, actor: Actor, subject_id: str) -> dict[str,
         for c in privacy.ledger.of_subject(pseudonym):
             d = c.to_dict(now)
             for key in ("granted_at", "expires_at", "ended_at"):
-                d[key] = iso(d[key]) if d[key] is not None else None
+                d[key] = _iso_or_none(d[key])
             d["evidence"] = privacy.ledger.evidence(c)
             if c.live(now):
                 due_at, reason = retention.consent_due(privacy.settings, privacy.ledger, c)
@@ -68,6 +69,15 @@ def subject_access(privacy: Privacy, actor: Actor, subject_id: str) -> dict[str,
         }
         privacy.record(op, "ok", detail={"consents": len(consents), "audit_entries": len(audit)})
         return data
+
+
+def iso(ts: float) -> str:
+    """A UTC time; one no calendar date can hold (an expiry past 9999 recorded before expiries were bounded)
+    is said in words, so the person still gets everything else that is held about them."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return "after 9999-12-31T23:59:59Z" if ts > 0 else "before 0001-01-01T00:00:00Z"
 
 
 def _iso_or_none(ts: float | None) -> str | None:
