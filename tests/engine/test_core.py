@@ -158,3 +158,11 @@ def test_models_load_lazily_once() -> None:
     fresh = Engine()
     assert fresh._embedder is None and fresh._detector is None
     assert fresh.detector is fresh.detector
+
+
+def test_a_landmark_model_other_than_5_or_68_points_is_invalid_input() -> None:
+    from facekeeper.engine.landmarks import Landmarker
+    from facekeeper.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="5 or 68"):
+        Landmarker(7)
