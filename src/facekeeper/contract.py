@@ -64,8 +64,7 @@ def operation(action: str, *, purpose: PurposeRule = "none", cost: Cost = "light
     """Declare a ``Service`` method an operation and run every call of it through the guard."""
 
     def declare(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
-        op = Operation(method.__name__, action, purpose, cost, audit,
-                       (method.__doc__ or "").strip().split("\n", 1)[0])
+        op = Operation(method.__name__, action, purpose, cost, audit, _first_sentence(method.__doc__))
         if op.name in OPERATIONS:
             raise RuntimeError(f"operation {op.name} declared twice")
         OPERATIONS[op.name] = op
@@ -94,6 +93,11 @@ def operation(action: str, *, purpose: PurposeRule = "none", cost: Cost = "light
     return declare
 
 
+def _first_sentence(doc: str | None) -> str:
+    paragraph = " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+    return paragraph.split(". ", 1)[0].rstrip(".")
+
+
 def of(handle: Callable[..., Any] | str) -> Operation:
     """The declaration behind a typed handle (``Service.identify``) or, at a process boundary, its name."""
     op = OPERATIONS.get(handle) if isinstance(handle, str) else getattr(handle, "operation", None)
@@ -107,3 +111,19 @@ def table() -> list[Operation]:
     import facekeeper.service  # noqa: F401  (declaring happens when the module is imported)
 
     return sorted(OPERATIONS.values(), key=lambda op: op.name)
+
+
+def markdown() -> str:
+    """The table ``docs/operations.md`` holds (a test keeps the two equal)."""
+    rows = ["| operation | audited action | roles | purpose | cost | audit | what it does |",
+            "|---|---|---|---|---|---|---|"]
+    for op in table():
+        roles = ", ".join(r for r in ROLES if r in op.roles)
+        rows.append(f"| `{op.name}` | `{op.action}` | {roles} | {op.purpose} | {op.cost} | {op.audit} | {op.summary} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # run as a script this file is __main__, apart from the module Service declares into
+    from facekeeper import contract
+
+    print(contract.markdown(), end="")

@@ -396,6 +396,49 @@ def shipped_rates(table: CalibrationTable, genuine: np.ndarray,
     return rows
 
 
+def measure(data: Path, *, images: Path | None = None, groups: Path | None = None, dataset: str | None = None,
+            detector: str = "hog", quick_face: float | None = None, backend: str | None = None,
+            modes: str = "both", progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """``facekeeper eval``'s measurement: a folder of people or a pairs file, with the shipped models and
+    tables (interfaces call this; they never build an engine themselves)."""
+    from facekeeper.bundle import load_trusted_bundle
+    from facekeeper.bundle.manifest import default_calibration_path, read_fusion
+    from facekeeper.config import EngineSettings
+
+    bundle = load_trusted_bundle()
+    settings = EngineSettings(detector=detector)
+    if quick_face is not None:
+        if not 0 <= quick_face <= 1:
+            raise InvalidInput("--quick-face is a fraction of the shorter side, between 0 and 1")
+        settings.quick_face = quick_face
+    settings.backend = backend or settings.backend
+    if modes not in ("fast", "both"):
+        raise InvalidInput("--modes is 'fast' or 'both'")
+    engine = Engine(settings)
+    shipped = bundle.table_for(engine.model_id)
+    # measuring needs the z-norm statistics, not a signed decision: the unsigned file serves until re-signed
+    fusion = (bundle.fusion or read_fusion(default_calibration_path())) if modes == "both" else None
+    if data.is_dir():
+        attrs = read_groups(groups) if groups else None
+        ev = evaluate_folder(engine, data, shipped=shipped, groups=attrs, progress=progress, dataset=dataset,
+                             fusion=fusion)
+    elif data.is_file():
+        if groups:
+            raise InvalidInput("--groups needs a folder of people, not a pairs file")
+        ev = evaluate_pairs(engine, read_pairs(data, images), shipped=shipped, progress=progress,
+                            dataset=dataset or data.name)
+    else:
+        raise InvalidInput(f"{data} is neither a folder of people nor a pairs file")
+    ev.bundle_version = bundle.version
+    ev.command = " ".join(["facekeeper", f"--backend {settings.backend}", "eval", str(data),
+                           *([f"--images {images}"] if images else []),
+                           *([f"--groups {groups}"] if groups else []),
+                           *([f"--detector {detector}"] if detector != "hog" else []),
+                           *([f"--quick-face {quick_face}"] if quick_face is not None else []),
+                           *(["--modes fast"] if modes == "fast" else [])])
+    return ev
+
+
 def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | None = None,
                     groups: dict[str, dict[str, str]] | None = None, progress: Progress | None = None,
                     dataset: str | None = None, fusion: FusionCalibration | None = None) -> Evaluation:

@@ -21,15 +21,16 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facekeeper import config
+from facekeeper import config, errors
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.bundle.license import LicenseStatus
 from facekeeper.config import Settings
@@ -47,7 +48,8 @@ from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport
 from facekeeper.privacy.audit import ChainReport
 from facekeeper.privacy.core import Operation
 from facekeeper.privacy.credentials import CredentialInfo, Issued
-from facekeeper.privacy.policy import fmr_bucket, require_notice
+from facekeeper.privacy.policy import fmr_bucket, may, require_notice
+from facekeeper.privacy.probes import admit_descriptor, note_answer
 from facekeeper.privacy.schema import Clock, system_clock
 
 ImageSource = str | Path | bytes
@@ -76,11 +78,41 @@ class Probe:
     facenet: np.ndarray | None = None
 
 
+SCORE_ROLES = frozenset({"admin", "operator", "auditor"})  # shown scores; every other role gets a Verdict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision without its score: what a device is told.
+
+    A score is an oracle. Exact distances let one device key rebuild every enrolled template from 129
+    probes (issue 17), and even coarse ones can be averaged; a gate needs only the decision.
+    """
+
+    match: bool
+    mode: str
+    target_fmr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"match": self.match, "mode": self.mode, "target_fmr": self.target_fmr}
+
+
+def shown_to(role: str, decision: Decision | Verdict) -> Decision | Verdict:
+    """``decision`` as ``role`` may see it: quantised scores for the roles that see scores, else the verdict."""
+    if isinstance(decision, Verdict):
+        return decision
+    return decision.shown() if role in SCORE_ROLES else Verdict(decision.match, decision.mode, decision.target_fmr)
+
+
 @dataclass(frozen=True)
 class VerifyResult:
-    decision: Decision
+    decision: Decision | Verdict  # a Verdict, without any score, in a device's view
     against: str  # "image" or "subject"
     note: str | None = None  # why the decision's mode is not the purpose's
+
+    def view(self, role: str) -> VerifyResult:
+        """What ``role`` is shown (``shown_to``); every result leaves the facade through this."""
+        return dataclasses.replace(self, decision=shown_to(role, self.decision))
 
     def to_dict(self) -> dict[str, Any]:
         return {"against": self.against, **self.decision.to_dict(), "note": self.note}
@@ -90,30 +122,50 @@ class VerifyResult:
 class IdentifyCandidate:
     subject_id: str
     name: str | None
-    pseudonym: str
-    decision: Decision
+    pseudonym: str | None  # None in a device's view, as the name
+    decision: Decision | Verdict
 
     def to_dict(self) -> dict[str, Any]:
+        if isinstance(self.decision, Verdict):
+            return {"subject_id": self.subject_id}
         return {"subject_id": self.subject_id, "name": self.name, "pseudonym": self.pseudonym,
                 **self.decision.to_dict()}
 
 
 @dataclass(frozen=True)
 class IdentifyResult:
-    """``match`` is the identified subject, or None: "unknown" is an answer, not a failure."""
+    """``match`` is the identified subject, or None: "unknown" is an answer, not a failure.
+
+    Admins and operators also get the ``candidates`` that came closest (a test page's view), scores
+    quantised. A device gets the matched subject's id alone: no candidates, names, scores, nor how many
+    people were searched (``scores`` is False and those fields are empty).
+    """
 
     match: IdentifyCandidate | None
     candidates: list[IdentifyCandidate]
-    searched_subjects: int
+    searched_subjects: int | None
     target_fpir: float
-    target_fmr: float = 0.0  # per comparison: target_fpir / searched_subjects
+    target_fmr: float | None = 0.0  # per comparison: target_fpir / searched_subjects
     mode: str = "fast"  # the purpose's mode as run; each candidate's decision states its own
     note: str | None = None
+    scores: bool = True
+
+    def view(self, role: str) -> IdentifyResult:
+        """What ``role`` is shown; every result leaves the facade through this."""
+        if role in SCORE_ROLES:
+            shown = [dataclasses.replace(c, decision=shown_to(role, c.decision)) for c in self.candidates]
+            return dataclasses.replace(self, match=shown[0] if self.match is not None else None, candidates=shown)
+        match = (None if self.match is None
+                 else IdentifyCandidate(self.match.subject_id, None, None, shown_to(role, self.match.decision)))
+        return IdentifyResult(match, [], None, self.target_fpir, None, self.mode, self.note, scores=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"match": self.match.to_dict() if self.match else None, "unknown": self.match is None,
-                "mode": self.mode, "searched_subjects": self.searched_subjects, "target_fpir": self.target_fpir,
-                "target_fmr": self.target_fmr, "note": self.note, "candidates": [c.to_dict() for c in self.candidates]}
+        found = {"match": self.match.to_dict() if self.match else None, "unknown": self.match is None,
+                 "mode": self.mode, "target_fpir": self.target_fpir, "note": self.note}
+        if not self.scores:
+            return found
+        return {**found, "searched_subjects": self.searched_subjects, "target_fmr": self.target_fmr,
+                "candidates": [c.to_dict() for c in self.candidates]}
 
 
 @dataclass
@@ -307,6 +359,7 @@ class Service:
     # -- operations -----------------------------------------------------------------------------
     @operation("detect", cost="photo")
     def detect(self, image: ImageSource, landmarks: int = 68, *, actor: Actor | None = None) -> list[dict[str, Any]]:
+        """Faces in a photo: boxes, landmarks and quality. Nothing is stored."""
         with self.privacy.operation(actor, "detect"):
             rgb = self.engine.decode(image)
             return [face_record(f) for f in self.engine.faces(rgb, landmarks)]
@@ -455,10 +508,7 @@ class Service:
         with self.privacy.operation(actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
             fmr = self._verify_fmr(op, fmr)
-            pseudonym = None
-            if subject_id is not None:
-                pseudonym = self.gallery.resolve(subject_id)
-                self.privacy.matchable(op, pseudonym)
+            pseudonym = None if subject_id is None else self._matchable_subject(op, subject_id)
             accurate = self._accurate(op)
             probe_vec = self._probe(probe, accurate)
             if reference is not None:
@@ -469,9 +519,10 @@ class Service:
                 else:
                     fn = float(self.fusion.facenet_distances(probe_vec.facenet, ref.facenet[None])[0])
                     result = VerifyResult(self._fused(self.fusion, distance, fn, fmr), "image")
-                return self._verified(op, None, result)
+                return self._verified(op, None, result).view(op.actor.role)
             assert pseudonym is not None
-            return self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr, self._note(op)))
+            result = self._against_subject(probe_vec, pseudonym, fmr, self._note(op))
+            return self._verified(op, pseudonym, result).view(op.actor.role)
 
     @operation("verify", purpose="default")
     def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
@@ -483,11 +534,16 @@ class Service:
         with self.privacy.operation(actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
             fmr = self._verify_fmr(op, fmr)
-            probe_vec = self._outside_descriptor(descriptor, model_id)
-            pseudonym = self.gallery.resolve(subject_id)
-            self.privacy.matchable(op, pseudonym)
+            probe_vec = self._outside_descriptor(op, descriptor, model_id)
+            try:
+                pseudonym = self._matchable_subject(op, subject_id)
+            except errors.UnknownSubject:
+                note_answer(self.settings.deployment_id, op.actor, op.now, unknown=True)  # a gate enumerating ids
+                raise
             note = EDGE_FAST if self._accurate(op) else self._note(op)
-            return self._verified(op, pseudonym, self._against_subject(Probe(probe_vec), pseudonym, fmr, note))
+            result = self._verified(op, pseudonym, self._against_subject(Probe(probe_vec), pseudonym, fmr, note))
+            note_answer(self.settings.deployment_id, op.actor, op.now, unknown=not result.decision.match)
+            return result.view(op.actor.role)
 
     def _verify_fmr(self, op: Operation, fmr: float | None) -> float:
         assert op.purpose_settings is not None
@@ -524,6 +580,23 @@ class Service:
             note = NO_SIDE
         return VerifyResult(decide(self.table, distance, fmr), "subject", note)
 
+    def _matchable_subject(self, op: Operation, subject_id: str) -> str:
+        """The pseudonym of a subject that may be compared for the operation's purpose, before any decoding.
+
+        To a role that cannot read consents (a device), a subject without live consent for the purpose is
+        an unknown subject, in the same words: otherwise a gate learns who is enrolled for other purposes.
+        The audit entry still names the subject, so the auditor sees what happened.
+        """
+        pseudonym = self.gallery.resolve(subject_id)
+        try:
+            self.privacy.matchable(op, pseudonym)
+        except errors.ConsentRequired:
+            if may(op.actor.role, "consent.list"):
+                raise
+            raise errors.UnknownSubject(f"no subject '{subject_id}' in this gallery: 'facekeeper subjects list' shows"
+                                 " them") from None
+        return pseudonym
+
     def _verified(self, op: Operation, pseudonym: str | None, result: VerifyResult) -> VerifyResult:
         d = result.decision
         self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
@@ -551,7 +624,9 @@ class Service:
         with self.privacy.operation(actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
             note = EDGE_FAST if self._accurate(op) else self._note(op)
-            return self._identify(op, Probe(self._outside_descriptor(descriptor, model_id)), k, fpir, note)
+            result = self._identify(op, Probe(self._outside_descriptor(op, descriptor, model_id)), k, fpir, note)
+            note_answer(self.settings.deployment_id, op.actor, op.now, unknown=result.match is None)
+            return result
 
     def _identify(self, op: Operation, probe: Probe, k: int | None, fpir: float | None,
                   note: str | None) -> IdentifyResult:
@@ -582,7 +657,7 @@ class Service:
         self.privacy.matched(op, match.pseudonym if match else None, "match" if match else "unknown",
                              fmr_bucket(best) if best is not None else None,
                              {"searched": searched, "candidates": len(candidates), "mode": mode})
-        return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note)
+        return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note).view(op.actor.role)
 
     def _rerank(self, probe: Probe, hits: list[Candidate], fmr: float) -> list[tuple[Candidate, Decision]]:
         """Accurate 1:N's second stage: each proposed subject decided by its fused score at ``fmr``.
@@ -604,11 +679,13 @@ class Service:
 
     @operation("subject.list")
     def subjects(self, *, actor: Actor | None = None) -> list[SubjectInfo]:
+        """Enrolled subjects with their template counts (never the templates)."""
         with self.privacy.operation(actor, "subject.list"):
             return self.gallery.subjects()
 
     @operation("subject.list")
     def subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectInfo:
+        """One enrolled subject: pseudonym, template count and dates (never a template)."""
         with self.privacy.operation(actor, "subject.list") as op:
             op.subject = self.gallery.resolve(subject_id)
             return self.gallery.subject(op.subject)
@@ -628,41 +705,50 @@ class Service:
     @operation("consent.grant", purpose="default")
     def grant_consent(self, subject_id: str, purpose: str | None, form: ConsentForm, *,
                       actor: Actor | None = None) -> Consent:
+        """Record a person's consent for a purpose (method, evidence, expiry, guardian for a minor)."""
         return self.privacy.grant(actor, subject_id, purpose, method=form.method,
                                   evidence=form.evidence, collected_by=form.collected_by, expires_at=form.expires_at,
                                   minor=form.minor, guardian=form.guardian)
 
     @operation("consent.withdraw", purpose="default")
     def withdraw_consent(self, subject_id: str, purpose: str | None, *, actor: Actor | None = None) -> WithdrawResult:
+        """Withdraw a consent for a purpose; the last one erases the face at once."""
         return self.privacy.withdraw(actor, subject_id, purpose)
 
     @operation("consent.list")
     def consents(self, subject_id: str, *, actor: Actor | None = None) -> list[Consent]:
+        """A person's consents, live and ended, with the notice version each was given under."""
         return self.privacy.consents(actor, subject_id)
 
     @operation("sweep", audit="per-subject")
     def sweep(self, *, dry_run: bool = False, actor: Actor | None = None) -> SweepReport:
+        """Erase what retention says is due (idempotent; concurrent sweeps take turns)."""
         return self.privacy.sweep(actor, dry_run=dry_run)
 
     @operation("audit.verify")
     def verify_audit(self, *, actor: Actor | None = None) -> ChainReport:
+        """Recompute the keyed audit chain; a broken one names its first bad entry."""
         return self.privacy.verify_audit(actor)
 
     @operation("audit.export")
     def export_audit(self, since: float | None = None, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Audit entries since a time with the chain's status, signed for offline checking."""
         return self.privacy.export_audit(actor, since)
 
     @operation("subject.export")
     def export_subject(self, subject_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Subject access: everything held about the person, without the templates."""
         return export.subject_access(self.privacy, actor, subject_id)
 
     @operation("credential.issue", purpose="default")
     def issue_credential(self, subject_id: str, purpose: str | None = None, kind: str = "pin", *,
                          expires_at: float | None = None, actor: Actor | None = None) -> Issued:
+        """A PIN or QR token: the way through the same purpose check without a face."""
         return self.privacy.issue_credential(actor, subject_id, purpose, kind, expires_at)
 
     @operation("credential.revoke")
     def revoke_credential(self, credential_id: str, *, actor: Actor | None = None) -> None:
+        """Revoke an alternative credential, effective at once."""
         self.privacy.revoke_credential(actor, credential_id)
 
     @operation("credential.check", purpose="default")
@@ -675,6 +761,7 @@ class Service:
 
     @operation("compliance.report")
     def compliance_report(self, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Per purpose: people, templates, credentials, expiring consents, the chain, a disk scan."""
         return compliance.report(self.privacy, actor)
 
     @operation("receipt.verify")
@@ -727,8 +814,10 @@ class Service:
         """Licensed operations stop here without a valid license; detect, listing and erasure never do."""
         self.license.require(feature, self.gallery.store.subject_count(), new_subjects)
 
-    def _outside_descriptor(self, descriptor: np.ndarray, model_id: str | None) -> np.ndarray:
-        """A descriptor this service did not make: from this engine's model, the right size, all finite."""
+    def _outside_descriptor(self, op: Operation, descriptor: np.ndarray, model_id: str | None) -> np.ndarray:
+        """A descriptor this service did not make: from this engine's model, the right size, all finite, and
+        a face's (``privacy.probes``), from a key that is not locked for probing. Refusals are audited by the
+        guard (``refused:probe-suspicious``, ``refused:probe-lockout``)."""
         if model_id is not None and model_id != self.engine.model_id:
             raise ModelMismatch(f"the descriptor was made by model {model_id} and this service uses"
                                 f" {self.engine.model_id}: run the same facekeeper release on the terminal",
@@ -736,6 +825,7 @@ class Service:
         vec = np.asarray(descriptor, dtype=np.float32).ravel()
         if vec.size != self.engine.embedder.dim or not np.isfinite(vec).all():
             raise InvalidInput(f"a descriptor is {self.engine.embedder.dim} finite numbers")
+        admit_descriptor(self.settings.deployment_id, op.actor, self.engine.model_id, vec, op.now)
         return vec
 
     def _probe(self, image: ImageSource, accurate: bool) -> Probe:
@@ -747,3 +837,32 @@ class Service:
         """FaceNet templates for enrollment, one per photo."""
         return {FACENET_MODEL_ID: self.engine.embed_facenet([c for c in crops if c is not None])}
 
+
+class EngineCache:
+    """One engine (models loaded once) per distinct engine/quality/limit settings in this process."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[Any, ...], Engine] = {}
+        self._lock = threading.Lock()
+
+    def warm(self, deployments: Iterable[Settings], *, photos: bool = True) -> None:
+        """Load the models every deployment's engine needs now, so no request waits for them (without
+        ``photos``, only the embedder, which names the model that descriptors are checked against)."""
+        for settings in deployments:
+            engine = self(settings)
+            _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
+                       else (engine.embedder,))
+            if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
+                _facenet = engine.facenet  # accurate-mode purposes: the second model, loaded before requests too
+
+    @staticmethod
+    def _fusion_signed() -> bool:
+        return load_trusted_bundle().fusion is not None
+
+    def __call__(self, settings: Settings) -> Engine:
+        key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = self._engines[key] = Engine(settings.engine, settings.quality, settings.limits)
+            return engine

@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import astuple
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.util import Finalize
 from pathlib import Path
@@ -40,12 +41,12 @@ from facekeeper.api.scheduler import Cost, FairScheduler
 from facekeeper.api.tenants import Layout
 from facekeeper.config import Settings
 from facekeeper.contract import Operation
-from facekeeper.engine import Engine
-from facekeeper.errors import ServiceUnavailable
+from facekeeper.errors import FacekeeperError, ServiceUnavailable
 from facekeeper.privacy import Actor
-from facekeeper.service import Service
+from facekeeper.service import EngineCache, Service
 
-EngineFactory = Callable[[Settings], Engine]
+EngineFactory = Callable[[Settings], Any]  # settings -> the engine a Service is opened with
+log = logging.getLogger("facekeeper.api")
 
 
 class Runner(Protocol):
@@ -60,42 +61,44 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-class EngineCache:
-    """One engine (models loaded once) per distinct engine/quality/limit settings in this process."""
-
-    def __init__(self) -> None:
-        self._engines: dict[tuple[Any, ...], Engine] = {}
-        self._lock = threading.Lock()
-
-    def warm(self, layout: Layout, *, photos: bool = True) -> None:
-        """Load the models every tenant's engine needs now, so no request waits for them (without
-        ``photos``, only the embedder, which names the model that descriptors are checked against)."""
-        for tenant in layout.tenants():
-            settings = config.load(layout.data_dir(tenant))
-            engine = self(settings)
-            _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
-                       else (engine.embedder,))
-            if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
-                _facenet = engine.facenet  # accurate-mode purposes: the second model, loaded before requests too
-
-    @staticmethod
-    def _fusion_signed() -> bool:
-        from facekeeper.bundle import load_trusted_bundle
-
-        return load_trusted_bundle().fusion is not None
-
-    def __call__(self, settings: Settings) -> Engine:
-        key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
-        with self._lock:
-            engine = self._engines.get(key)
-            if engine is None:
-                engine = self._engines[key] = Engine(settings.engine, settings.quality, settings.limits)
-            return engine
+def _tenant_settings(layout: Layout) -> list[Settings]:
+    return [config.load(layout.data_dir(tenant)) for tenant in layout.tenants()]
 
 
 def open_service(layout: Layout, tenant: str, engines: EngineFactory) -> Service:
+    """The tenant's ``Service``. A tenant that cannot be opened (a broken settings file, a key file others
+    can read) is the operator's to fix: the log says what and where, and the caller learns no server path."""
     data_dir = layout.require(tenant)
-    return Service.open(data_dir, engine=engines(config.load(data_dir)))
+    try:
+        return Service.open(data_dir, engine=engines(config.load(data_dir)))
+    except FacekeeperError as exc:
+        if exc.http_status < 500:
+            raise
+        log.error("tenant %s cannot be opened: %s", tenant, exc.message)
+        raise type(exc)(f"tenant {tenant} cannot be opened: the service log says why") from None
+
+
+@contextlib.contextmanager
+def no_server_paths(layout: Layout) -> Iterator[None]:
+    """Errors leave without the server's folders in their message: a caller of the API has no business
+    knowing where the service keeps its data, keys or code (``/srv/x/tenants/a/license.json`` is told as
+    ``tenants/a/license.json``)."""
+    try:
+        yield
+    except FacekeeperError as exc:
+        message = exc.message
+        for folder in _server_folders(layout):
+            message = message.replace(folder + os.sep, "").replace(folder, ".")
+        if message == exc.message:
+            raise
+        raise type(exc)(message, **exc.details) from None
+
+
+def _server_folders(layout: Layout) -> list[str]:
+    code = Path(__file__).resolve().parents[2]  # the package's parent: site-packages or a checkout's src
+    folders = {str(p) for base in (layout.key_root, layout.root, code, Path(sys.prefix))
+               for p in (base, base.absolute(), base.resolve())}
+    return sorted((f for f in folders if f not in (".", os.sep)), key=len, reverse=True)
 
 
 def config_stamp(service: Service) -> int:
@@ -166,7 +169,7 @@ class ThreadRunner:
             return pool
 
     def _run(self, actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with self._pool(actor.tenant).borrow() as svc:
+        with no_server_paths(self.layout), self._pool(actor.tenant).borrow() as svc:
             return invoke(svc, actor, name, args, kwargs)
 
     async def call(self, actor: Actor, op: Operation, *args: Any, **kwargs: Any) -> Any:
@@ -207,7 +210,7 @@ def _worker_init(root: Path, key_root: Path, env: dict[str, str], guard: dict[st
 
         egress.EgressGuard(on_attempt=count, **guard).install()
     Finalize(None, _close_services, exitpriority=10)
-    _engines.warm(_layout)
+    _engines.warm(_tenant_settings(_layout))
 
 
 def _close_services() -> None:
@@ -218,12 +221,17 @@ def _close_services() -> None:
 
 def _worker_call(actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     assert _layout is not None
+    with no_server_paths(_layout):
+        return _call_in_worker(_layout, actor, name, args, kwargs)
+
+
+def _call_in_worker(layout: Layout, actor: Actor, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     entry = _services.get(actor.tenant)
     if entry is not None and config_stamp(entry[0]) != entry[1]:
         entry[0].close()
         entry = None
     if entry is None:
-        svc = open_service(_layout, actor.tenant, _engines)
+        svc = open_service(layout, actor.tenant, _engines)
         entry = _services[actor.tenant] = (svc, config_stamp(svc))
     return invoke(entry[0], actor, name, args, kwargs)
 
@@ -266,7 +274,7 @@ class ProcessRunner:
         """Start the worker processes (each loads the models as it starts) now rather than on the first
         request, and load the embedder here for the light calls; the workers' process ids."""
         list(self._pool.map(_warm, range(self.workers)))
-        self._engines.warm(self.layout, photos=False)
+        self._engines.warm(_tenant_settings(self.layout), photos=False)
         return self.worker_pids()
 
     def worker_pids(self) -> set[int]:

@@ -15,11 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facekeeper import evaluation
-from facekeeper.bundle import load_trusted_bundle
-from facekeeper.bundle.manifest import default_calibration_path, read_fusion
-from facekeeper.config import EngineSettings
-from facekeeper.engine import Engine
-from facekeeper.errors import InvalidInput
 
 
 def run(
@@ -45,19 +40,6 @@ def run(
     from facekeeper.cli import main as cli
 
     with cli.handled():
-        bundle = load_trusted_bundle()
-        settings = EngineSettings(detector=detector)
-        if quick_face is not None:
-            if not 0 <= quick_face <= 1:
-                raise InvalidInput("--quick-face is a fraction of the shorter side, between 0 and 1")
-            settings.quick_face = quick_face
-        settings.backend = cli.state.backend or settings.backend
-        engine = Engine(settings)
-        shipped = bundle.table_for(engine.model_id)
-        if modes not in ("fast", "both"):
-            raise InvalidInput("--modes is 'fast' or 'both'")
-        # measuring needs the z-norm statistics, not a signed decision: the unsigned file serves until re-signed
-        fusion = (bundle.fusion or read_fusion(default_calibration_path())) if modes == "both" else None
         columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=cli.err, disable=cli.state.json) as bar:
             task = bar.add_task("eval", total=None)
@@ -65,24 +47,9 @@ def run(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            if data.is_dir():
-                attrs = evaluation.read_groups(groups) if groups else None
-                ev = evaluation.evaluate_folder(engine, data, shipped=shipped, groups=attrs, progress=progress,
-                                                dataset=name, fusion=fusion)
-            elif data.is_file():
-                if groups:
-                    raise InvalidInput("--groups needs a folder of people, not a pairs file")
-                ev = evaluation.evaluate_pairs(engine, evaluation.read_pairs(data, images), shipped=shipped,
-                                               progress=progress, dataset=name or data.name)
-            else:
-                raise InvalidInput(f"{data} is neither a folder of people nor a pairs file")
-        ev.bundle_version = bundle.version
-        ev.command = " ".join(["facekeeper", f"--backend {settings.backend}", "eval", str(data),
-                               *([f"--images {images}"] if images else []),
-                               *([f"--groups {groups}"] if groups else []),
-                               *([f"--detector {detector}"] if detector != "hog" else []),
-                               *([f"--quick-face {quick_face}"] if quick_face is not None else []),
-                               *(["--modes fast"] if modes == "fast" else [])])
+            ev = evaluation.measure(data, images=images, groups=groups, dataset=name, detector=detector,
+                                    quick_face=quick_face, backend=cli.state.backend, modes=modes,
+                                    progress=progress)
         written = evaluation.write_report(ev, out, with_plot=plot)
         if calibration_out:
             table = evaluation.calibration_table(ev.model_id, f"{ev.dataset}: {ev.people or '?'} people,"
