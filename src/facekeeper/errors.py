@@ -212,6 +212,20 @@ class RateLimited(FacekeeperError):
     http_status = 429
 
 
+class ProbeRefused(Forbidden):
+    """An outside descriptor that is no face's (zero, unit, sparse, off the face manifold): a probe."""
+
+    code = "probe-suspicious"
+    exit_code = 56
+
+
+class ProbeLockout(Forbidden):
+    """A key that kept sending probes or unknown faces, locked for a while (``retry_after`` seconds)."""
+
+    code = "probe-lockout"
+    exit_code = 57
+
+
 class RequestTooLarge(FacekeeperError):
     """An HTTP request body over the service's limit: refused before it is read in full."""
 

@@ -8,6 +8,7 @@ searched, because every extra subject is one more chance for a stranger to match
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -81,6 +82,14 @@ def default_table(model_id: str) -> CalibrationTable:
     raise ModelMismatch(f"no calibration table for model {model_id}: the model bundle is incomplete")
 
 
+SCORE_DECIMALS = 2  # shown scores move in 0.01 steps: enough to read a decision, no longer 1e-4 per answer
+
+
+def fmr_decade(fmr: float) -> float:
+    """The power of ten at or below ``fmr`` (1e-9 at least): the audit's FMR bucket, as a number."""
+    return 10.0 ** max(-9, min(0, math.floor(math.log10(fmr)))) if fmr > 0 else 1e-9
+
+
 def similarity(distance: float) -> float:
     """A 0..1 score for people, not for decisions: 1 is identical, 0 is as far as faces get (>= 1.0)."""
     return round(max(0.0, 1.0 - distance), 4)
@@ -100,12 +109,21 @@ class Decision:
     within_calibration: bool
     mode: str = "fast"  # which models decided: "fast" (dlib) or "accurate" (dlib + FaceNet fused)
 
+    def shown(self) -> Decision:
+        """The decision as it leaves the service: scores to ``SCORE_DECIMALS`` decimals, the FMR as its decade.
+
+        Exact scores are an oracle: enough of them rebuild a template (docs/deployment.md, "What each role
+        sees"). The match itself was decided on the exact score.
+        """
+        return dataclasses.replace(self, distance=round(self.distance, SCORE_DECIMALS),
+                                   similarity=round(self.similarity, SCORE_DECIMALS),
+                                   estimated_fmr=fmr_decade(self.estimated_fmr))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"match": self.match, "mode": self.mode, "distance": round(self.distance, 4),
-                "similarity": self.similarity,
+        shown = self.shown()
+        return {"match": self.match, "mode": self.mode, "distance": shown.distance, "similarity": shown.similarity,
                 "threshold": round(self.threshold, 4), "target_fmr": self.target_fmr,
-                "estimated_fmr": float(f"{self.estimated_fmr:.3g}"),
-                "within_calibration": self.within_calibration}
+                "estimated_fmr": shown.estimated_fmr, "within_calibration": self.within_calibration}
 
 
 def decide(table: CalibrationTable, distance: float, fmr: float, *, mode: str = "fast",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from facekeeper.api.bodies import Bounds
 from facekeeper.api.keys import ApiKey
@@ -135,6 +135,9 @@ class Enrolled(BaseModel):
 
 
 class DecisionOut(BaseModel):
+    """A decision with its scores, for admin and operator keys: scores to 2 decimals, ``estimated_fmr`` as its
+    power of ten (exact scores rebuild templates; docs/deployment.md, "What each role sees")."""
+
     match: bool
     mode: str  # "fast" (dlib) or "accurate" (dlib + FaceNet fused): which models decided
     distance: float
@@ -150,6 +153,17 @@ class Verified(DecisionOut):
     note: str | None = None  # why the mode is not the purpose's (e.g. the subject has no FaceNet template)
 
 
+class DeviceVerified(BaseModel):
+    """What a device key is told of 1:1: the decision, never a score."""
+
+    model_config = ConfigDict(extra="forbid")
+    match: bool
+    mode: str
+    target_fmr: float
+    against: str
+    note: str | None = None
+
+
 class Candidate(DecisionOut):
     subject_id: str
     name: str | None
@@ -157,6 +171,9 @@ class Candidate(DecisionOut):
 
 
 class Identified(BaseModel):
+    """1:N for admin and operator keys: the match and the ``candidates`` that came closest (the top k, with
+    names and quantised scores: a test page's view)."""
+
     match: Candidate | None
     unknown: bool
     mode: str
@@ -165,6 +182,29 @@ class Identified(BaseModel):
     target_fmr: float  # per comparison: target_fpir / searched_subjects
     note: str | None = None
     candidates: list[Candidate]
+
+
+class DeviceMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject_id: str
+
+
+class DeviceIdentified(BaseModel):
+    """What a device key is told of 1:N: the matched subject's id, or ``unknown``; no score, name, candidate
+    or count of who was searched."""
+
+    model_config = ConfigDict(extra="forbid")
+    match: DeviceMatch | None
+    unknown: bool
+    mode: str
+    target_fpir: float
+    note: str | None = None
+
+
+VerifyAnswer = Verified | DeviceVerified
+IdentifyAnswer = Identified | DeviceIdentified
+VERIFY_ANSWER: TypeAdapter[VerifyAnswer] = TypeAdapter(VerifyAnswer)
+IDENTIFY_ANSWER: TypeAdapter[IdentifyAnswer] = TypeAdapter(IdentifyAnswer)
 
 
 # -- subjects --------------------------------------------------------------------------------------

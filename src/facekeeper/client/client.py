@@ -15,12 +15,13 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from facekeeper.api import schemas
 from facekeeper.errors import ALL_ERRORS, FacekeeperError
 
 M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A")
 ImageInput = str | Path | bytes
 _BY_CODE = {cls.code: cls for cls in ALL_ERRORS}
 _PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "instance"}
@@ -100,6 +101,10 @@ class Client:
     def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         return model.model_validate(self.request(method, path, **kwargs).json())
 
+    def _answer(self, adapter: TypeAdapter[A], method: str, path: str, **kwargs: Any) -> A:
+        """An answer whose shape depends on the key's role (a device gets decisions without scores)."""
+        return adapter.validate_python(self.request(method, path, **kwargs).json())
+
     def _models(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
         return [model.model_validate(item) for item in self.request(method, path, **kwargs).json()]
 
@@ -132,26 +137,28 @@ class Client:
             {"subject_id": subject_id, "name": name, "purpose": purpose}, {"images": list(images)}))
 
     def verify(self, image: ImageInput, reference: ImageInput | None = None, *, subject_id: str | None = None,
-               purpose: str | None = None, fmr: float | None = None) -> schemas.Verified:
-        return self._model(schemas.Verified, "POST", "/verify", **self._images(
+               purpose: str | None = None, fmr: float | None = None) -> schemas.VerifyAnswer:
+        """1:1; a device key gets ``DeviceVerified`` (no score), others ``Verified``."""
+        return self._answer(schemas.VERIFY_ANSWER, "POST", "/verify", **self._images(
             {"subject_id": subject_id, "purpose": purpose, "fmr": fmr}, {"image": image, "reference": reference}))
 
     def identify(self, image: ImageInput, *, purpose: str | None = None, k: int | None = None,
-                 fpir: float | None = None) -> schemas.Identified:
-        return self._model(schemas.Identified, "POST", "/identify", **self._images(
+                 fpir: float | None = None) -> schemas.IdentifyAnswer:
+        """1:N; a device key gets ``DeviceIdentified`` (the match's id only), others ``Identified``."""
+        return self._answer(schemas.IDENTIFY_ANSWER, "POST", "/identify", **self._images(
             {"purpose": purpose, "k": k, "fpir": fpir}, {"image": image}))
 
     def verify_template(self, template: Sequence[float], model_id: str, subject_id: str, *,
-                        purpose: str | None = None, fmr: float | None = None) -> schemas.Verified:
+                        purpose: str | None = None, fmr: float | None = None) -> schemas.VerifyAnswer:
         """Edge mode: a descriptor made on the terminal, against an enrolled subject."""
-        return self._model(schemas.Verified, "POST", "/verify", json=_drop_none({
+        return self._answer(schemas.VERIFY_ANSWER, "POST", "/verify", json=_drop_none({
             "template": _floats(template), "model_id": model_id, "subject_id": subject_id,
             "purpose": purpose, "fmr": fmr}))
 
     def identify_template(self, template: Sequence[float], model_id: str, *, purpose: str | None = None,
-                          k: int | None = None, fpir: float | None = None) -> schemas.Identified:
+                          k: int | None = None, fpir: float | None = None) -> schemas.IdentifyAnswer:
         """Edge mode: 1:N for a descriptor made on the terminal."""
-        return self._model(schemas.Identified, "POST", "/identify", json=_drop_none({
+        return self._answer(schemas.IDENTIFY_ANSWER, "POST", "/identify", json=_drop_none({
             "template": _floats(template), "model_id": model_id, "purpose": purpose, "k": k,
             "fpir": fpir}))
 

@@ -36,10 +36,13 @@ class EdgeTerminal:
         descriptor, _face = self.engine.template(image_bytes(image))
         return descriptor
 
-    def identify(self, image: ImageInput, *, k: int | None = None, fpir: float | None = None) -> schemas.Identified:
+    def identify(self, image: ImageInput, *, k: int | None = None,
+                 fpir: float | None = None) -> schemas.IdentifyAnswer:
+        """1:N; with a device key the answer is ``DeviceIdentified``: the matched subject's id or unknown."""
         return self.client.identify_template(self.descriptor(image), self.model_id, purpose=self.purpose, k=k,
                                              fpir=fpir)
 
-    def verify(self, image: ImageInput, subject_id: str, *, fmr: float | None = None) -> schemas.Verified:
+    def verify(self, image: ImageInput, subject_id: str, *, fmr: float | None = None) -> schemas.VerifyAnswer:
+        """1:1; with a device key the answer is ``DeviceVerified``: match or not, no score."""
         return self.client.verify_template(self.descriptor(image), self.model_id, subject_id, purpose=self.purpose,
                                            fmr=fmr)

@@ -52,10 +52,14 @@ async def enroll(request: Request, caller: Authed) -> schemas.Enrolled:
                             quality=r.quality)
 
 
-@router.post("/verify", response_model=schemas.Verified,
+@router.post("/verify", response_model=schemas.VerifyAnswer,
              openapi_extra=bodies.openapi_body(schemas.VerifyIn, ("image", "reference"), _EDGE))
-async def verify(request: Request, caller: Authed) -> schemas.Verified:
-    """1:1: the probe (photo or edge template) against a second photo or an enrolled subject."""
+async def verify(request: Request, caller: Authed) -> schemas.VerifyAnswer:
+    """1:1: the probe (photo or edge template) against a second photo or an enrolled subject.
+
+    Admin and operator keys get ``Verified`` (scores quantised); a device key gets ``DeviceVerified``, the
+    decision without any score. A subject without live consent for the purpose is, to a device, an unknown
+    subject (404, the same problem)."""
     body = await bodies.parse(request, schemas.VerifyIn, ("image", "reference"))
     _probe(body.image, body.template, body.model_id)
     purpose = caller.purpose(body.purpose)
@@ -68,13 +72,18 @@ async def verify(request: Request, caller: Authed) -> schemas.Verified:
         r = await run(request, caller, Service.verify, body.image, body.reference, subject_id=body.subject_id,
                       fmr=body.fmr, purpose=purpose)
         context(request).metrics.faces(caller.tenant, "verify", 1 + (body.reference is not None))
-    return schemas.Verified.model_validate(r.to_dict())
+    return schemas.VERIFY_ANSWER.validate_python(r.to_dict())
 
 
-@router.post("/identify", response_model=schemas.Identified,
+@router.post("/identify", response_model=schemas.IdentifyAnswer,
              openapi_extra=bodies.openapi_body(schemas.IdentifyIn, ("image",), _EDGE))
-async def identify(request: Request, caller: Authed) -> schemas.Identified:
-    """1:N among the subjects with a live consent for the purpose; answers ``unknown`` rather than guess."""
+async def identify(request: Request, caller: Authed) -> schemas.IdentifyAnswer:
+    """1:N among the subjects with a live consent for the purpose; answers ``unknown`` rather than guess.
+
+    Admin and operator keys get ``Identified``: the match and the closest candidates with names and quantised
+    scores. A device key gets ``DeviceIdentified``: the matched subject's id or ``unknown``, nothing else.
+    Edge descriptors that are no face's are refused (403 ``probe-suspicious``); a key that keeps sending
+    them, or keeps getting ``unknown``, is locked for a while (403 ``probe-lockout``)."""
     body = await bodies.parse(request, schemas.IdentifyIn, ("image",))
     _probe(body.image, body.template, body.model_id)
     purpose = caller.purpose(body.purpose)
@@ -84,4 +93,4 @@ async def identify(request: Request, caller: Authed) -> schemas.Identified:
     else:
         r = await run(request, caller, Service.identify, body.image, body.k, body.fpir, purpose=purpose)
         context(request).metrics.faces(caller.tenant, "identify", 1)
-    return schemas.Identified.model_validate(r.to_dict())
+    return schemas.IDENTIFY_ANSWER.validate_python(r.to_dict())
