@@ -7,12 +7,14 @@ backed-up data directory stay useless, and what makes erasure by key destruction
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import tomllib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,26 @@ ENV_KEY = "FACEKEEPER_DEPLOYMENT_KEY"
 ENV_KEY_DIR = "FACEKEEPER_KEY_DIR"
 ENV_DATABASE_URL = "FACEKEEPER_DATABASE_URL"  # the gallery database, with its password: kept out of files
 ENV_KEYSTORE_URL = "FACEKEEPER_KEYSTORE_URL"
+PRIVATE_UMASK = 0o077  # folders 0700, files 0600: a deployment's data is its owner's alone
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Create folders and files inside as the owner's alone, whatever the process umask (SQLite gives a
+    database's -wal and -shm files the mode of the database itself, so they follow)."""
+    before = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+def make_private(folder: Path) -> None:
+    """``folder`` 0700 and everything in it (files 0600, folders 0700), for what was created before."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 @dataclass
@@ -258,8 +280,9 @@ class Settings:
         return self.data_dir / CONFIG_NAME
 
     def save(self) -> None:
-        """Write the settings as TOML (data_dir is implied by where the file lives)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Write the settings as TOML (data_dir is implied by where the file lives); the data folder and the
+        gallery's files are made the owner's alone."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lines = [
             f'deployment_id = "{self.deployment_id}"',
             f'key_dir = "{self.key_dir}"',
@@ -275,7 +298,13 @@ class Settings:
             lines.append(f"\n[purposes.{_toml_value(purpose)}]")
             for name, value in dataclasses.asdict(ps).items():
                 lines.append(f"{name} = {_toml_value(value)}")
-        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write("\n".join(lines) + "\n")
+        self.data_dir.chmod(0o700)
+        for path in self.data_dir.glob(f"{self.gallery_path.name}*"):
+            path.chmod(0o600)
 
 
 def _toml_value(value: Any) -> str:

@@ -63,15 +63,26 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def umask(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Umask:"))
+    return int(line.split()[1], 8)
+
+
 @pytest.mark.slow
 def test_kill_9_of_the_api_process_takes_its_workers_and_fork_server_with_it(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "root", tmp_path / "keys")
     layout.root.mkdir()
-    server = ServerProcess(layout, args=["--workers", "2"], log=tmp_path / "serve.log").start()
+    before = os.umask(0o022)
+    try:
+        server = ServerProcess(layout, args=["--workers", "2"], log=tmp_path / "serve.log").start()
+    finally:
+        os.umask(before)
     assert server.proc is not None
     try:
         children = descendants(server.proc.pid)
         assert len(children) >= 3, children  # the fork server and two workers (and the resource tracker)
+        umasks = {umask(pid) for pid in {server.proc.pid, *children}}
+        assert umasks == {0o077}  # whatever the umask it was started with, its files are the owner's alone
         os.kill(server.proc.pid, signal.SIGKILL)  # the API process alone, as the OOM killer would
         server.proc.wait()
         deadline = time.monotonic() + 15

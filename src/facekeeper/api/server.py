@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from facekeeper import egress
+from facekeeper import config, egress
 from facekeeper.api.app import ServerSettings, create_app
 from facekeeper.api.runner import ProcessRunner, Runner
 from facekeeper.api.tenants import Layout, refuse_shared_key
@@ -51,8 +51,10 @@ def guarded(settings: ServerSettings) -> Iterator[egress.EgressGuard | None]:
 
 
 def serve(layout: Layout, settings: ServerSettings) -> None:
-    """Run until SIGINT/SIGTERM; workers are started before the port opens, so the first call is not slow."""
+    """Run until SIGINT/SIGTERM; workers are started before the port opens, so the first call is not slow.
+    The process keeps a private umask, so the SQLite files, snapshots and licenses it writes are 0600."""
     refuse_shared_key()
+    os.umask(config.PRIVATE_UMASK)  # every file the service and its workers create is the owner's alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with guarded(settings):
         app = create_app(layout, settings)

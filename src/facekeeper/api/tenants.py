@@ -8,6 +8,10 @@
     KEY_ROOT/                   --key-root (default ROOT/keys); back it up apart from ROOT
       <tenant>/                 that tenant's key folder (deployment.key, keystore.db, audit.anchor)
 
+Every folder is 0700 and every file 0600, whatever the umask: tenants are created under a private umask
+and the service runs under one. Commands that only read (``tenants list``, ``keys list``) never create
+the root: without ``--root`` or the environment they say so rather than make ``./facekeeper-service``.
+
 Isolation is structural, not a filter: a tenant has its own deployment key, gallery file, key store,
 audit chain and license, so an API key of tenant A reaches A's ``Service`` and nothing else; there is no
 query that could name B's data.
@@ -72,9 +76,21 @@ class Layout:
         if self.exists(tenant):
             raise ConfigError(f"tenant {tenant} already exists")
         refuse_shared_key()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.key_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Service.init(self.data_dir(tenant), self.key_dir(tenant))
+        with config.private_files():
+            for folder in (self.root, self.root / "tenants", self.key_root):
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                folder.chmod(0o700)
+            service = Service.init(self.data_dir(tenant), self.key_dir(tenant))
+        for folder in (self.data_dir(tenant), self.key_dir(tenant)):
+            config.make_private(folder)
+        return service
+
+    def require_root(self) -> Layout:
+        """This layout, if its root exists: commands that only read must not create one."""
+        if not self.root.is_dir():
+            raise ConfigError(f"no service root at {self.root}: give --root or set {ENV_ROOT} (a root is made by"
+                              " 'facekeeper tenants create NAME')")
+        return self
 
     def check_purpose(self, tenant: str, purpose: str | None) -> None:
         """The tenant must exist, and a key's purpose be one it declared (checked when the key is made)."""
@@ -88,7 +104,7 @@ class Layout:
 
     def require(self, tenant: str) -> Path:
         if not self.exists(tenant):
-            raise ConfigError(f"no tenant {tenant} under {self.root}: run 'facekeeper tenants create {tenant}'")
+            raise ConfigError(f"no tenant {tenant} in this service: run 'facekeeper tenants create {tenant}'")
         return self.data_dir(tenant)
 
 

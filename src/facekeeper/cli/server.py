@@ -3,7 +3,9 @@
 Registered on the main app by ``cli/main.py`` (merged at the top level); uses its ``--json`` state and
 error handling (imported when a command runs, since ``main`` imports this module while it is being built).
 Every command takes ``--root`` (env ``FACEKEEPER_SERVICE_ROOT``) and ``--key-root`` (env
-``FACEKEEPER_SERVICE_KEY_ROOT``); see ``facekeeper.api.tenants`` for the layout.
+``FACEKEEPER_SERVICE_KEY_ROOT``); see ``facekeeper.api.tenants`` for the layout. Only ``tenants create``
+makes a root; every other command needs one that exists, so a typo or a missing variable is an error,
+not a new empty ``./facekeeper-service``.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def serve(
     settings = ServerSettings(host=host, port=port, workers=workers, in_process=in_process, max_body_bytes=max_body,
                               rate=rate, burst=burst, deny_egress=not allow_egress, allow_nets=list(allow_net or []))
     with cli.handled():
-        run(Layout.of(root, key_root), settings)
+        run(Layout.of(root, key_root).require_root(), settings)
 
 
 @tenants_app.command("create")
@@ -87,7 +89,8 @@ def tenants_list(root: RootOpt = None, key_root: KeyRootOpt = None) -> None:
     """Tenants under the root."""
     from facekeeper.cli import main as cli
 
-    layout = Layout.of(root, key_root)
+    with cli.handled():
+        layout = Layout.of(root, key_root).require_root()
     names = layout.tenants()
     cli.emit([{"tenant": t, "home": str(layout.data_dir(t))} for t in names],
              lambda: cli.out.print("\n".join(names) if names else "no tenants"))
@@ -129,16 +132,18 @@ def keys_list(
     key_root: KeyRootOpt = None,
 ) -> None:
     """API keys (ids, tenants, roles, purposes; never a secret)."""
-    from facekeeper.api.keys import KeyStore
+    from facekeeper.api.keys import ApiKey, KeyStore
     from facekeeper.cli import main as cli
 
-    layout = Layout.of(root, key_root)
     with cli.handled():
-        store = KeyStore(layout.api_keys_path)
-        try:
-            rows = store.list_keys(tenant, include_revoked=revoked)
-        finally:
-            store.close()
+        layout = Layout.of(root, key_root).require_root()
+        rows: list[ApiKey] = []
+        if layout.api_keys_path.exists():  # no key made yet: nothing to list, and nothing to create
+            store = KeyStore(layout.api_keys_path)
+            try:
+                rows = store.list_keys(tenant, include_revoked=revoked)
+            finally:
+                store.close()
 
     def human() -> None:
         table = Table("id", "tenant", "role", "purpose", "label", "created", "revoked")
@@ -159,9 +164,12 @@ def keys_revoke(
     """Revoke an API key; a running service refuses it from the next request."""
     from facekeeper.api.keys import KeyStore
     from facekeeper.cli import main as cli
+    from facekeeper.errors import InvalidInput
 
-    layout = Layout.of(root, key_root)
     with cli.handled():
+        layout = Layout.of(root, key_root).require_root()
+        if not layout.api_keys_path.exists():
+            raise InvalidInput("no such API key")
         store = KeyStore(layout.api_keys_path)
         try:
             key = store.revoke(key_id)

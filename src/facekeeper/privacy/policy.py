@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from facekeeper.config import PurposeSettings, Settings
+from facekeeper.config import CONFIG_NAME, PurposeSettings, Settings
 from facekeeper.errors import Forbidden, InvalidInput, NoticeIncomplete, PurposeError
 
 ROLES = ("admin", "operator", "device", "auditor")
@@ -85,8 +85,9 @@ def require_notice(settings: Settings, purpose_name: str) -> None:
     missing = missing_notice_fields(settings, purpose_name)
     if missing:
         raise NoticeIncomplete(
-            f"the privacy notice is incomplete ({', '.join(missing)}): fill it in {settings.config_path}"
-            " ('facekeeper notice set FIELD TEXT') before collecting consent or enrolling", missing=missing)
+            f"the privacy notice is incomplete ({', '.join(missing)}): fill it in the deployment's"
+            f" {CONFIG_NAME} ('facekeeper notice set FIELD TEXT') before collecting consent or enrolling",
+            missing=missing)
 
 
 def fmr_bucket(estimated_fmr: float) -> str:
