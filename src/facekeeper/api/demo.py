@@ -53,8 +53,8 @@ def run(images: Path, workdir: Path) -> int:
     keys = {role: store.create(TENANT, role, PURPOSE if role == "device" else None, f"demo {role}").token
             for role in ("operator", "device", "auditor")}
     store.close()
-    console.print("  API keys: operator, device (purpose access-control), auditor; shown once, stored as scrypt"
-                  " hashes (0600)")
+    console.print("  API keys: operator, device (purpose access-control), auditor; shown once, stored as salted"
+                  " HMAC verifiers (0600)")
 
     say("Starting 'facekeeper serve' on 127.0.0.1 (one worker process, egress guard on)")
     ok = True
