@@ -173,3 +173,98 @@ def test_auditor_role_reads_the_audit_but_cannot_touch_subjects(site: Site) -> N
     assert site.privacy.verify_audit(auditor).ok
     with pytest.raises(Forbidden):
         site.privacy.erase(auditor, "p0000")
+
+
+def test_a_new_deployments_chain_starts_with_entry_one_and_verifies(site: Site) -> None:
+    first = site.privacy.audit.entries()[0]
+    assert (first.seq, first.action) == (1, "audit.start")
+    populated(site)
+    again = site.reopen()
+    try:
+        report = again.privacy.audit.verify()
+        assert report.ok and report.entries == again.privacy.audit.head()[0] and report.problem is None
+        assert [e.action for e in again.privacy.audit.entries()].count("audit.start") == 1
+    finally:
+        again.close()
+
+
+def test_cutting_the_tail_and_deleting_the_anchor_is_caught(site: Site) -> None:
+    populated(site)
+    head = site.privacy.audit.head()[0]
+    raw(site).execute("DELETE FROM audit WHERE seq >= ?", (head - 2,))
+    site.privacy.audit.anchor_path.unlink()
+    report = site.privacy.audit.verify()
+    assert not report.ok and report.first_bad == head - 2 and "removed" in (report.problem or "")
+
+
+def test_cutting_the_tail_and_deleting_both_head_records_is_caught(site: Site) -> None:
+    populated(site)
+    db = raw(site)
+    db.execute("DELETE FROM audit WHERE seq >= ?", (site.privacy.audit.head()[0] - 2,))
+    db.execute("DELETE FROM meta WHERE key = 'audit_head'")
+    site.privacy.audit.anchor_path.unlink()
+    again = site.reopen()  # opening must not adopt the cut chain
+    try:
+        report = again.privacy.audit.verify()
+        assert not report.ok and "missing" in (report.problem or "")
+    finally:
+        again.close()
+
+
+def test_a_head_record_copied_from_an_entry_does_not_pass_for_one(site: Site) -> None:
+    """Without the key, an attacker can only copy an entry's (seq, MAC): that is not a tagged head record."""
+    import json
+
+    populated(site)
+    head = site.privacy.audit.head()[0]
+    db = raw(site)
+    db.execute("DELETE FROM audit WHERE seq >= ?", (head - 2,))
+    seq, mac = db.execute("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    forged = json.dumps({"deployment_id": site.settings.deployment_id, "seq": seq, "mac": mac})
+    db.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (forged,))
+    site.privacy.audit.anchor_path.write_text(forged)
+    report = site.privacy.audit.verify()
+    assert not report.ok and "untagged" in (report.problem or "")
+
+
+@pytest.mark.parametrize("drop_anchor", [False, True])
+def test_emptying_the_chain_is_caught(site: Site, drop_anchor: bool) -> None:
+    populated(site)
+    db = raw(site)
+    db.execute("DELETE FROM audit")
+    if drop_anchor:
+        site.privacy.audit.anchor_path.unlink()
+        db.execute("DELETE FROM meta WHERE key = 'audit_head'")
+    again = site.reopen()  # a deployment that holds people is never started afresh
+    try:
+        report = again.privacy.audit.verify()
+        assert not report.ok and report.entries == 0 and "empty" in (report.problem or "")
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("column, value", [("bucket", "far"), ("detail", '{"templates":9}')])
+def test_the_mac_covers_the_bucket_and_detail_columns(site: Site, column: str, value: str) -> None:
+    populated(site)
+    seq = next(e.seq for e in site.privacy.audit.entries() if e.action == "enroll")
+    raw(site).execute(f"UPDATE audit SET {column} = ? WHERE seq = ?", (value, seq))
+    report = site.privacy.audit.verify()
+    assert not report.ok and report.first_bad == seq
+
+
+def test_a_chain_written_before_head_records_is_adopted_once_its_anchor_vouches_for_it(site: Site) -> None:
+    """An upgraded deployment: no head record in the gallery, an untagged anchor at the chain's end."""
+    import json
+
+    populated(site)
+    seq, mac = site.privacy.audit.head()
+    raw(site).execute("DELETE FROM meta WHERE key = 'audit_head'")
+    site.privacy.audit.anchor_path.write_text(json.dumps({"deployment_id": site.settings.deployment_id,
+                                                          "seq": seq, "mac": mac}))
+    assert not site.privacy.audit.verify().ok
+    again = site.reopen()
+    try:
+        assert again.privacy.audit.verify().ok
+        assert "tag" in json.loads(again.privacy.audit.anchor_path.read_text())
+    finally:
+        again.close()

@@ -91,6 +91,7 @@ class Privacy:
         self.ledger = ConsentLedger(self.store, self.registry)
         self.credentials = Credentials(self.store, key, settings.privacy.credential_max_failures)
         self.audit = AuditLog(self.store, key, settings.deployment_id, settings.key_dir)
+        self.audit.start(clock())
         self.signer = receipts.Signer(key)
         self._allowed_cache: dict[str, tuple[tuple[int, int], float, list[str]]] = {}  # purpose -> (stamp, until, set)
         self.registry.reconcile()
