@@ -199,51 +199,70 @@ class Gallery:
                                     engine_model=side_model)
         lookup = self._lookup(subject_id)
         with self._lock:
-            existing = self.store.pseudonym_for(lookup)
-            if existing is not None and pseudonym is not None and existing != pseudonym:
-                raise GalleryError("this subject is already enrolled under another pseudonym")
-            new = existing is None
-            if new:
-                pseudonym = pseudonym or "s_" + secrets.token_hex(10)
-                dek = self.keystore.create(pseudonym)
-            else:
-                pseudonym = existing
-                assert pseudonym is not None
-                dek = self._dek(pseudonym)
-            now = time.time()
+            created: str | None = None
             try:
                 with self.store.transaction() as db:
+                    # Whether the subject is new is decided inside the write transaction (writers are
+                    # serialised), so two processes enrolling one new person cannot both create it.
+                    row = db.execute("SELECT pseudonym FROM subjects WHERE lookup = ?", (lookup,)).fetchone()
+                    existing = None if row is None else str(row[0])
+                    if existing is not None and pseudonym is not None and existing != pseudonym:
+                        raise GalleryError("this subject is already enrolled under another pseudonym")
+                    new = existing is None
                     if new:
-                        db.execute("INSERT INTO subjects VALUES (?, ?, ?)", (pseudonym, lookup, now))
-                        identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
-                        db.execute("INSERT INTO identities VALUES (?, ?)",
-                                   (pseudonym, seal(dek, identity, b"identity|" + pseudonym.encode())))
-                    elif name is not None:
-                        identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
-                        db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
-                                   (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
-                    for row_model, vec in [(model_id, v) for v in vectors] + extra:
-                        protected = self.protect(vec, row_model)
-                        tid = int(db.execute(
-                            "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)"
-                            " RETURNING id", (pseudonym, row_model, now, b"")).fetchone()[0])
-                        blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, row_model))
-                        db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
-                        if row_model not in SIDE_MODELS:  # side templates are never indexed
-                            db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
-                            if self.vectors_in_database:
-                                db.execute("INSERT INTO template_vectors VALUES (?, CAST(? AS vector))",
-                                           (tid, vector_literal(protected)))
-                    if not self.store.get_meta("model_id"):
-                        self.store.set_meta("model_id", model_id)
-                    if within is not None:
-                        within(db, pseudonym, len(vectors))
+                        pseudonym = pseudonym or "s_" + secrets.token_hex(10)
+                        dek = self.keystore.create(pseudonym)
+                        created = pseudonym
+                    else:
+                        pseudonym = existing
+                        assert pseudonym is not None
+                        dek = self._dek(pseudonym)
+                    try:
+                        self._store_rows(db, pseudonym, dek, new, subject_id, name, model_id, vectors, extra,
+                                         within)
+                    except BaseException:
+                        if created is not None:  # before the lock is released: the next writer may create it
+                            self.keystore.destroy([created])
+                            created = None
+                        raise
+                created = None
             except BaseException:
-                if new:  # the key would otherwise outlive its failed enrollment for an hour
-                    self.keystore.destroy([pseudonym])
+                if created is not None:  # the commit failed: the key would otherwise outlive it for an hour
+                    self.keystore.destroy([created])
                 raise
             self.refresh()
             return pseudonym
+
+    def _store_rows(self, db: Connection, pseudonym: str, dek: bytes, new: bool, subject_id: str,
+                    name: str | None, model_id: str, vectors: list[np.ndarray],
+                    extra: list[tuple[str, np.ndarray]], within: Callable[[Connection, str, int], None] | None) -> None:
+        """``enroll``'s rows, inside its transaction: the subject and identity (when new), the templates."""
+        now = time.time()
+        if new:
+            db.execute("INSERT INTO subjects VALUES (?, ?, ?)", (pseudonym, self._lookup(subject_id), now))
+            identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+            db.execute("INSERT INTO identities VALUES (?, ?)",
+                       (pseudonym, seal(dek, identity, b"identity|" + pseudonym.encode())))
+        elif name is not None:
+            identity = json.dumps({"subject_id": subject_id, "name": name}).encode()
+            db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
+                       (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
+        for row_model, vec in [(model_id, v) for v in vectors] + extra:
+            protected = self.protect(vec, row_model)
+            tid = int(db.execute(
+                "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)"
+                " RETURNING id", (pseudonym, row_model, now, b"")).fetchone()[0])
+            blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, row_model))
+            db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
+            if row_model not in SIDE_MODELS:  # side templates are never indexed
+                db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+                if self.vectors_in_database:
+                    db.execute("INSERT INTO template_vectors VALUES (?, CAST(? AS vector))",
+                               (tid, vector_literal(protected)))
+        if not self.store.get_meta("model_id"):
+            self.store.set_meta("model_id", model_id)
+        if within is not None:
+            within(db, pseudonym, len(vectors))
 
     def delete_subject(self, pseudonym: str, *, persist: bool = True,
                        within: Callable[[Connection, int], None] | None = None) -> Erasure:

@@ -62,25 +62,34 @@ class Registry:
         """The person's pseudonym, registering them first if need be.
 
         A subject the gallery already holds (enrolled before privacy tracking) keeps its gallery pseudonym.
+        Whether they are new is decided in the write transaction, so two processes registering one person
+        at once agree on one pseudonym (the second finds the first's row).
         """
         check_subject_id(subject_id)
         found = self.find(subject_id)
         if found is not None:
             return found
-        pseudonym = self.gallery.find(subject_id) or "s_" + secrets.token_hex(10)
-        pkey = self.keys.create(pseudonym)
+        lookup = self.lookup(subject_id)
+        created: str | None = None
         try:
             with self.store.transaction() as db:
-                if self.find(subject_id) is not None:  # another process registered them meanwhile
-                    raise _Registered
-                sealed = seal(pkey, json.dumps({"subject_id": subject_id}).encode(), _aad("id", pseudonym))
-                db.execute("INSERT INTO people VALUES (?, ?, ?, ?)", (pseudonym, self.lookup(subject_id), sealed,
-                                                                      now))
-        except _Registered:
-            self.keys.destroy([pseudonym])
-            return self.resolve(subject_id)
+                row = db.execute("SELECT pseudonym FROM people WHERE lookup = ?", (lookup,)).fetchone()
+                if row is not None:
+                    return str(row[0])
+                pseudonym = self.gallery.find(subject_id) or "s_" + secrets.token_hex(10)
+                pkey = self.keys.create(pseudonym)
+                created = pseudonym
+                try:
+                    sealed = seal(pkey, json.dumps({"subject_id": subject_id}).encode(), _aad("id", pseudonym))
+                    db.execute("INSERT INTO people VALUES (?, ?, ?, ?)", (pseudonym, lookup, sealed, now))
+                except BaseException:
+                    self.keys.destroy([pseudonym])  # before the lock is released: the next writer may create it
+                    created = None
+                    raise
+            created = None
         except BaseException:
-            self.keys.destroy([pseudonym])
+            if created is not None:  # the commit failed
+                self.keys.destroy([created])
             raise
         return pseudonym
 
@@ -135,10 +144,6 @@ class Registry:
         known = set(self.people())
         stale = [p for p in self.keys.all_pseudonyms(older_than=time.time() - ORPHAN_AGE_SECONDS) if p not in known]
         return self.keys.destroy(stale) if stale else 0
-
-
-class _Registered(Exception):
-    pass
 
 
 def _aad(label: str, pseudonym: str) -> bytes:
