@@ -62,6 +62,23 @@ def test_the_purpose_maximum_caps_retention_whatever_the_use(site: Site) -> None
     assert kinds(site)[0] == ("consent", "max-retention")
 
 
+def test_a_match_yesterday_does_not_renew_the_maximum(site: Site) -> None:
+    """Use renews the idle clock only: the maximum counts from the consent, so a subject enrolled longer
+    ago than the maximum is swept even though it matched yesterday."""
+    site.settings.purposes["access-control"].max_retention_days = 400
+    site.privacy.grant(ADMIN, "p0000", "access-control", method="paper", evidence="f",
+                       expires_at=site.clock() + 3000 * DAY)
+    pseudonym = site.enroll("p0000", people(1)["p0000"])
+    site.clock.advance(400)
+    with site.privacy.operation(ADMIN, "identify", "access-control", operation="identify") as op:
+        site.privacy.matched(op, pseudonym, "match", "fmr~1e-6")
+    site.clock.advance(1)
+    assert kinds(site) == [("consent", "max-retention"), ("face", "no-live-consent"), ("person", "nothing-left")]
+    report = site.privacy.sweep(ADMIN)
+    assert [f["subject"] for f in report.faces_erased] == [pseudonym]
+    assert site.gallery.keystore.get(pseudonym) is None
+
+
 def test_a_purpose_no_longer_declared_is_due_at_once(site: Site) -> None:
     site.consent("p0000", "attendance")
     del site.settings.purposes["attendance"]
