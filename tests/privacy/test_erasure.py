@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -96,6 +97,28 @@ def test_the_receipt_verifies_and_any_change_breaks_it(site: Site, tmp_path: Pat
             site.privacy.verify_receipt(forged)
     finally:
         other.close()
+
+
+def test_changing_any_field_of_the_nested_erased_block_breaks_the_receipt(site: Site) -> None:
+    site.consent("p0000")
+    site.enroll("p0000", people(1)["p0000"])
+    receipt = site.privacy.erase(ADMIN, "p0000")
+    changes = {"templates": 0, "template_key": "kept", "index_entries_removed": 0, "consents_ended": 0,
+               "credentials_revoked": 3, "person_key": "kept"}
+    assert set(receipt["erased"]) == set(changes)
+    for name, value in changes.items():
+        assert receipt["erased"][name] != value
+        forged = copy.deepcopy(receipt)
+        forged["erased"][name] = value
+        with pytest.raises(ReceiptInvalid):
+            site.privacy.verify_receipt(forged)
+        with pytest.raises(ReceiptInvalid):
+            receipts.verify(forged, site.privacy.signer.public_key)
+    dropped = copy.deepcopy(receipt)
+    del dropped["erased"]["person_key"]
+    with pytest.raises(ReceiptInvalid):
+        receipts.verify(dropped, site.privacy.signer.public_key)
+    assert site.privacy.verify_receipt(receipt) is receipt
 
 
 def test_the_receipt_key_is_derived_from_the_deployment_key(site: Site) -> None:
