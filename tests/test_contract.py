@@ -99,9 +99,7 @@ def site(tmp_path: Path, engine: Any) -> Iterator[Site]:
     svc.engine = engine
     ready(svc, (ENROLLED, "002"))
     svc.enroll([london(ENROLLED)], ENROLLED, actor=ADMIN)
-    rgb = engine.decode(london(ENROLLED, "smiling"))
-    descriptor = engine.embed([engine.single_face(rgb, enrollment=False).chip])[0]
-    yield Site(svc, tmp_path, descriptor)
+    yield Site(svc, tmp_path, engine.template(london(ENROLLED, "smiling"))[0])
     svc.close()
 
 

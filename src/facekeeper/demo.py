@@ -50,9 +50,9 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
         raw = photo(images, person).read_bytes()
         if raw[1000:1064] in disk:
             problems.append(f"bytes of {person}'s photo found")
-        face = svc.engine.single_face(svc.engine.decode(photo(images, person)), enrollment=False, accurate=True)
-        descriptor = svc.engine.embed([face.chip])[0]
-        facenet = svc.engine.embed_facenet([face.facenet_crop])[0]
+        (described,) = svc.engine.describe([photo(images, person)], enrollment=False, accurate=True)
+        descriptor, facenet = described.dlib, described.facenet
+        assert facenet is not None
         for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id), facenet,
                     svc.gallery.protect(facenet, FACENET_MODEL_ID)):
             if np.asarray(vec, "<f4").tobytes()[:32] in disk:

@@ -381,15 +381,21 @@ class Service:
         with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
             pseudonym = self.privacy.prepare_enroll(op, subject_id)
             self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
-            accurate = self._accurate(op)
-            faces = [self.engine.single_face(self.engine.decode(img), enrollment=True, accurate=accurate)
-                     for img in images]
-            descriptors = self.engine.embed([f.chip for f in faces])
-            side = self._side([f.facenet_crop for f in faces]) if accurate else None
-            pseudonym = self.gallery.enroll(subject_id, descriptors, self.engine.model_id, name, pseudonym=pseudonym,
-                                            within=self.privacy.enroll_hook(op), side=side)
+            described = self.engine.describe(images, enrollment=True, accurate=self._accurate(op))
+            pseudonym = self._store_descriptors(op, subject_id, pseudonym, [d.dlib for d in described],
+                                                [d.facenet for d in described], name)
         self.privacy.audit.anchor()
-        return EnrollResult(subject_id, pseudonym, len(faces), [f.quality.as_dict() for f in faces])
+        return EnrollResult(subject_id, pseudonym, len(described), [d.face.quality.as_dict() for d in described])
+
+    def _store_descriptors(self, op: Operation, subject_id: str, pseudonym: str, dlib: Sequence[np.ndarray],
+                           facenet: Sequence[np.ndarray | None], name: str | None = None) -> str:
+        """Enrollment's descriptor-level core, shared by ``enroll`` and the bulk path: one transaction that
+        re-checks consent, stores the protected templates (FaceNet's too when every photo has one) and
+        audits. Returns the subject's pseudonym."""
+        side_rows = [f for f in facenet if f is not None]
+        side = {FACENET_MODEL_ID: np.stack(side_rows)} if side_rows and len(side_rows) == len(dlib) else None
+        return self.gallery.enroll(subject_id, np.stack(dlib), self.engine.model_id, name, pseudonym=pseudonym,
+                                   within=self.privacy.enroll_hook(op), side=side)
 
     @operation("enroll", purpose="default", cost="photo", audit="per-subject")
     def enroll_dir(self, root: Path, progress: Callable[[int, int], None] | None = None,
@@ -479,15 +485,10 @@ class Service:
             return
         for subject_id in subjects:
             rows = made.pop(subject_id)
-            descriptors = np.stack([d for d, _ in rows])
-            side_rows = [f for _, f in rows if f is not None]
-            side = np.stack(side_rows) if side_rows and len(side_rows) == len(rows) else None
             try:
                 with self.privacy.operation(actor, "enroll", purpose, operation="enroll") as op:
                     pseudonym = self.privacy.prepare_enroll(op, subject_id)
-                    self.gallery.enroll(subject_id, descriptors, self.engine.model_id,
-                                        pseudonym=pseudonym, within=self.privacy.enroll_hook(op),
-                                        side=None if side is None else {FACENET_MODEL_ID: side})
+                    self._store_descriptors(op, subject_id, pseudonym, [d for d, _ in rows], [f for _, f in rows])
                 summary.enrolled[subject_id] = len(rows)
             except FacekeeperError as exc:  # e.g. consent withdrawn while the photos were prepared
                 summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
@@ -829,13 +830,8 @@ class Service:
         return vec
 
     def _probe(self, image: ImageSource, accurate: bool) -> Probe:
-        face = self.engine.single_face(self.engine.decode(image), enrollment=False, accurate=accurate)
-        facenet = self.engine.embed_facenet([face.facenet_crop])[0] if face.facenet_crop is not None else None
-        return Probe(self.engine.embed([face.chip])[0], facenet)
-
-    def _side(self, crops: Sequence[np.ndarray | None]) -> dict[str, np.ndarray]:
-        """FaceNet templates for enrollment, one per photo."""
-        return {FACENET_MODEL_ID: self.engine.embed_facenet([c for c in crops if c is not None])}
+        (one,) = self.engine.describe([image], enrollment=False, accurate=accurate)
+        return Probe(one.dlib, one.facenet)
 
 
 class EngineCache:

@@ -10,6 +10,7 @@ the box (each model's own crop rule), so one photo costs one detection and two e
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,15 @@ class Face:
     @property
     def box(self) -> tuple[int, int, int, int]:
         return self.detection.box
+
+
+@dataclass(frozen=True)
+class Described:
+    """One photo's face and descriptors: dlib's (128,) always, FaceNet's (512,) in accurate mode."""
+
+    face: Face
+    dlib: np.ndarray
+    facenet: np.ndarray | None = None
 
 
 class Engine:
@@ -220,10 +230,22 @@ class Engine:
             return self.embedder.embed(arr)
         return np.concatenate([self.embedder.embed(arr[i : i + size]) for i in range(0, len(arr), size)])
 
+    def describe(self, sources: Sequence[str | Path | bytes], *, enrollment: bool,
+                 accurate: bool = False) -> list[Described]:
+        """Photos to descriptors, the one path every photo operation takes: decode, the one face, quality
+        (``enrollment``), dlib's descriptors in one batch and, when ``accurate``, FaceNet's. Any photo that
+        fails raises, so a caller stores all or nothing."""
+        faces = [self.single_face(self.decode(source), enrollment=enrollment, accurate=accurate)
+                 for source in sources]
+        dlib = self.embed([f.chip for f in faces])
+        facenet = (self.embed_facenet([f.facenet_crop for f in faces if f.facenet_crop is not None])
+                   if accurate else None)
+        return [Described(f, dlib[i], None if facenet is None else facenet[i]) for i, f in enumerate(faces)]
+
     def template(self, source: str | Path | bytes, *, enrollment: bool = False) -> tuple[np.ndarray, Face]:
         """Decode, find the one face, and return its descriptor with the face record."""
-        face = self.single_face(self.decode(source), enrollment=enrollment)
-        return self.embed([face.chip])[0], face
+        (one,) = self.describe([source], enrollment=enrollment)
+        return one.dlib, one.face
 
     @property
     def model_id(self) -> str:
