@@ -20,11 +20,11 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
+
+from facekeeper.contract import Cost
 
 T = TypeVar("T")
-Cost = Literal["photo", "light"]
-COSTS: tuple[Cost, ...] = ("photo", "light")  # seconds of CPU in a worker | milliseconds in the API process
 
 
 @dataclass(eq=False)
