@@ -37,10 +37,10 @@ import anyio
 
 from facekeeper import config, contract, egress
 from facekeeper.api import lifeline
-from facekeeper.api.scheduler import Cost, FairScheduler
+from facekeeper.api.scheduler import FairScheduler
 from facekeeper.api.tenants import Layout
 from facekeeper.config import Settings
-from facekeeper.contract import Operation
+from facekeeper.contract import Cost, Operation
 from facekeeper.errors import FacekeeperError, ServiceUnavailable
 from facekeeper.privacy import Actor
 from facekeeper.service import EngineCache, Service

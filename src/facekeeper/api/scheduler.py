@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from facekeeper.contract import Cost
-
 T = TypeVar("T")
 
 
