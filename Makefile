@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLOWER_VENV := .venv-flower
 FLOWER_REQS := src/facekeeper/publisher/flower_app/requirements.txt
 
-.PHONY: demo test lint clean flower-env federation-demo
+.PHONY: demo test lint clean flower-env federation-demo strace
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,16 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests bench
 
-test: lint flower-env
+# The syscall-level no-egress test (tests/test_syscall_egress.py) traces a workload with strace: installed from
+# Debian when missing and this user may (root, as CI runs); otherwise that test is skipped and says why.
+STRACE_DEB := 6.1-0.1
+strace:
+	@command -v strace >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  strace=$(STRACE_DEB) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }; } \
+	  || echo "strace is not installed (needs root and apt-get): tests/test_syscall_egress.py will be skipped"
+
+test: lint flower-env strace
 	$(VENV)/bin/pytest
 
 clean:
