@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from facekeeper.api.app import ServerSettings
 from facekeeper.api.problems import MEDIA_TYPE
+from facekeeper.service import Service
 from tests.api.conftest import MakeClient, Root
 
 
@@ -52,6 +53,27 @@ def test_admin_manages_its_own_tenants_keys_only(client: TestClient, root: Root)
     assert_problem(client.delete(f"/v1/keys/{root.ids[('globex', 'device')]}", headers=admin), 422, "invalid-input")
     assert client.delete(f"/v1/keys/{new['key']['id']}", headers=admin).json()["revoked_at"] is not None
     assert_problem(client.get("/v1/keys", headers={"Authorization": f"Bearer {new['api_key']}"}), 401, "unauthorized")
+
+
+def test_key_changes_and_receipt_checks_over_http_are_audited_once_and_refusals_too(client: TestClient,
+                                                                                      root: Root) -> None:
+    def entries() -> list[tuple[str, str, str]]:
+        with Service.open(root.layout.data_dir("acme")) as svc:
+            return [(e.actor, e.action, e.outcome) for e in svc.privacy.audit.entries()]
+
+    admin, operator, auditor = (root.auth("acme", r) for r in ("admin", "operator", "auditor"))
+    before = len(entries())
+    new = client.post("/v1/keys", headers=admin, json={"role": "operator"}).json()
+    assert client.post("/v1/keys", headers=operator, json={"role": "admin"}).status_code == 403
+    assert client.delete(f"/v1/keys/{new['key']['id']}", headers=admin).status_code == 200
+    export = client.get("/v1/audit/export", headers=auditor).json()
+    assert client.post("/v1/receipts/verify", headers=auditor, json={"document": export}).json()["valid"]
+    ids = {role: root.ids[("acme", role)] for role in ("admin", "operator", "auditor")}
+    assert entries()[before:] == [(ids["admin"], "keys.manage", "created"),
+                                  (ids["operator"], "keys.manage", "refused:forbidden"),
+                                  (ids["admin"], "keys.manage", "revoked"),
+                                  (ids["auditor"], "audit.export", "ok"),
+                                  (ids["auditor"], "receipt.verify", "ok")]
 
 
 def test_key_creation_checks_role_and_purpose(client: TestClient, root: Root) -> None:

@@ -56,6 +56,17 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert len(json.loads(cli(tmp_path, "keys", "list", "--revoked")[1])) == 1
 
 
+def test_key_creation_and_revocation_are_audited_in_the_tenant_s_chain(tmp_path: Path) -> None:
+    cli(tmp_path, "tenants", "create", "site-1")
+    made = json.loads(cli(tmp_path, "keys", "create", "--tenant", "site-1", "--role", "operator")[1])
+    cli(tmp_path, "keys", "revoke", made["id"])
+    with Service.open(tmp_path / "root" / "tenants" / "site-1") as svc:
+        entries = [e for e in svc.privacy.audit.entries() if e.action == "keys.manage"]
+        assert svc.privacy.audit.verify().ok
+    assert [(e.outcome, e.detail["key_id"], e.detail["role"]) for e in entries] == [
+        ("created", made["id"], "operator"), ("revoked", made["id"], "operator")]
+
+
 def test_keys_refuse_unknown_tenants_roles_and_purposes(tmp_path: Path) -> None:
     cli(tmp_path, "tenants", "create", "site-1")
     assert cli(tmp_path, "keys", "create", "--tenant", "nope", "--role", "admin")[0] == ConfigError.exit_code

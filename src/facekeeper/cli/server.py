@@ -107,17 +107,26 @@ def keys_create(
     key_root: KeyRootOpt = None,
 ) -> None:
     """Create an API key. It is shown once; the service stores only a salted HMAC of its secret."""
-    from facekeeper.api.keys import KeyStore
+    from facekeeper.api.keys import KeyStore, NewKey
     from facekeeper.cli import main as cli
+    from facekeeper.service import Service
 
     layout = Layout.of(root, key_root)
     with cli.handled():
         layout.check_purpose(tenant, purpose)
         store = KeyStore(layout.api_keys_path)
+        made: list[NewKey] = []
+
+        def create() -> dict[str, str | None]:
+            made.append(store.create(tenant, role, purpose, label))
+            return {"key_id": made[0].key.id, "role": role, "key_purpose": purpose}
+
         try:
-            new = store.create(tenant, role, purpose, label)
+            with Service.open(layout.require(tenant)) as svc:  # the guard: admin only, audited in the tenant
+                svc.manage_api_key("created", create)
         finally:
             store.close()
+        new = made[0]
     cli.emit({**new.key.to_dict(), "api_key": new.token},
              lambda: cli.out.print(f"Created {role} key {new.key.id} for tenant {tenant}"
                                    f"{f' (purpose {purpose})' if purpose else ''}. Store it now; it is not shown"
@@ -162,17 +171,29 @@ def keys_revoke(
     key_root: KeyRootOpt = None,
 ) -> None:
     """Revoke an API key; a running service refuses it from the next request."""
-    from facekeeper.api.keys import KeyStore
+    from facekeeper.api.keys import ApiKey, KeyStore
     from facekeeper.cli import main as cli
     from facekeeper.errors import InvalidInput
+    from facekeeper.service import Service
 
     with cli.handled():
         layout = Layout.of(root, key_root).require_root()
         if not layout.api_keys_path.exists():
             raise InvalidInput("no such API key")
         store = KeyStore(layout.api_keys_path)
+        revoked: list[ApiKey] = []
+
+        def revoke() -> dict[str, str | None]:
+            revoked.append(store.revoke(key_id))
+            return {"key_id": key_id, "role": revoked[0].role, "key_purpose": revoked[0].purpose}
+
         try:
-            key = store.revoke(key_id)
+            found = store.get(key_id)
+            if found is None:
+                raise InvalidInput("no such API key")
+            with Service.open(layout.require(found.tenant)) as svc:
+                svc.manage_api_key("revoked", revoke)
         finally:
             store.close()
+        key = revoked[0]
     cli.emit(key.to_dict(), lambda: cli.out.print(f"Revoked {key.id} ({key.role}, tenant {key.tenant})"))
