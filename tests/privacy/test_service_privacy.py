@@ -79,6 +79,8 @@ def test_no_photo_or_plaintext_template_anywhere_after_a_full_run(
         for what, needle in needles.items():
             assert needle not in data, f"{what} found in {where}"
     assert svc.compliance_report()["disk_scan"]["clean"]
+    photos = [london(p, pose) for p in people for pose in ("neutral", "smiling")]
+    assert scan.photo_copies([svc.settings.data_dir, svc.settings.key_dir], photos, svc.engine) == []
 
 
 def test_identify_and_verify_are_bound_to_the_purpose(tmp_path: Path, engine: object) -> None:

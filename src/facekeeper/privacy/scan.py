@@ -11,22 +11,37 @@ Three checks, each stated so a reader can judge what a clean result proves:
 3. *every stored template row is AES-GCM sized and does not parse as a plain vector*: 12-byte nonce +
    16-byte tag + a 2-byte header and 4 bytes per dimension, and not a bare ``<H count><floats>`` record.
 It cannot see what was written and deleted by the filesystem's own recycling, nor other directories.
+
+Signatures cannot see pixels without a header. Given the enrolled photos themselves (the demo and the
+tests have them; a site can give a sample), ``photo_copies`` looks for copies in any form: the file's
+bytes, its decoded pixels, a grayscale version, the 150x150 aligned chip the engine cuts and its
+grayscale, each found raw, inside base64 text (standard or URL-safe) or inside a zlib/gzip stream. It
+matches exact fragments of rows of each form: a copy that was resized, re-encoded or converted to
+grayscale with other rounding is not recognised by it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import mmap
 import re
 import struct
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facekeeper.errors import FacekeeperError
 from facekeeper.gallery.protect import NONCE_BYTES, SealError, vector_from_bytes
 from facekeeper.gallery.store import Store
+
+if TYPE_CHECKING:
+    from facekeeper.engine import Engine
 
 MIN_RUN = 128
 _SIGNATURES = [
@@ -135,3 +150,98 @@ def check_template_rows(store: Store, report: ScanReport) -> ScanReport:
             if plain or not sealed_size:
                 report.template_rows_not_sealed += 1
     return report
+
+
+# -- copies of known photos, in any form --------------------------------------------------------------
+FRAGMENT = 48  # bytes of one needle: a chance match in a few GB is ~2^-300 once a fragment varies
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{64,}")
+_ZLIB_HEADER = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
+_INFLATE_MAX = 64 << 20  # a stream inflating beyond this is a bomb, not a copy of a photo
+
+
+@dataclass(frozen=True)
+class PhotoCopy:
+    file: str
+    photo: str
+    form: str  # "file bytes", "pixels", "grayscale", "chip", "grayscale chip"
+    encoding: str  # "raw", "base64", "zlib"
+
+
+def _grayscale(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma rounded as Pillow's ``convert("L")`` does."""
+    return np.asarray(Image.fromarray(rgb).convert("L"))
+
+
+def _row_fragments(pixels: np.ndarray, rows: int = 12) -> list[bytes]:
+    """Fragments from the middle of evenly spaced rows, skipping flat ones (a plain background matches
+    anything plain)."""
+    h, w = pixels.shape[:2]
+    per_px = 1 if pixels.ndim == 2 else pixels.shape[2]
+    width = min(w, max(1, FRAGMENT // per_px))
+    left = (w - width) // 2
+    out = []
+    for y in np.linspace(0, h - 1, rows).astype(int):
+        frag = np.ascontiguousarray(pixels[y, left : left + width]).tobytes()
+        if len(set(frag)) >= 8:
+            out.append(frag)
+    return out
+
+
+def photo_fingerprints(photos: Sequence[Path], engine: Engine) -> dict[str, dict[str, list[bytes]]]:
+    """Per photo, per form: the fragments ``photo_copies`` looks for."""
+    out: dict[str, dict[str, list[bytes]]] = {}
+    for path in photos:
+        data = path.read_bytes()
+        rgb = engine.decode(path)
+        # the file's first quarter is skipped: headers and tables are shared by every photo of one camera
+        forms = {"file bytes": [data[o : o + FRAGMENT] for o in range(len(data) // 4, len(data) - FRAGMENT + 1, 1024)],
+                 "pixels": _row_fragments(rgb), "grayscale": _row_fragments(_grayscale(rgb))}
+        try:
+            chip = engine.single_face(rgb, enrollment=False).chip
+        except FacekeeperError:  # no single face: there is no chip to look for
+            pass
+        else:
+            forms["chip"] = _row_fragments(chip)
+            forms["grayscale chip"] = _row_fragments(_grayscale(chip))
+        out[str(path)] = forms
+    return out
+
+
+def decoded_views(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """The bytes themselves, then what every base64 run and zlib/gzip stream in them decodes to."""
+    yield "raw", data
+    for m in _BASE64_RUN.finditer(data):
+        text = m.group().replace(b"-", b"+").replace(b"_", b"/")
+        for shift in range(4):  # the run may start mid-quantum when its text is glued to other letters
+            body = text[shift:]
+            try:
+                yield "base64", base64.b64decode(body[: len(body) - len(body) % 4], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+    for m in _ZLIB_HEADER.finditer(data):
+        start = m.start()
+        if data[start] == 0x78 and (data[start] * 256 + data[start + 1]) % 31:
+            continue
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if data[start] == 0x1F else 0))
+        try:
+            out = inflater.decompress(data[start:], _INFLATE_MAX)
+        except zlib.error:
+            continue
+        if len(out) >= FRAGMENT:
+            yield "zlib", out
+
+
+def photo_copies(roots: Sequence[Path], photos: Sequence[Path], engine: Engine) -> list[PhotoCopy]:
+    """Every file under ``roots`` holding a fragment of one of ``photos`` in any form and encoding."""
+    prints = photo_fingerprints(photos, engine)
+    found: set[PhotoCopy] = set()
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            data = path.read_bytes()
+            for encoding, view in decoded_views(data):
+                for photo, forms in prints.items():
+                    for form, frags in forms.items():
+                        if any(f in view for f in frags):
+                            found.add(PhotoCopy(str(path), Path(photo).name, form, encoding))
+    return sorted(found, key=lambda c: (c.file, c.photo, c.form, c.encoding))
