@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
@@ -153,7 +154,7 @@ class Gallery:
         return self.transform(model_id, d.size).apply(d)
 
     def _lookup(self, subject_id: str) -> str:
-        return hmac.new(self._lookup_key, subject_id.encode(), sha256).hexdigest()
+        return hmac.new(self._lookup_key, normal_subject_id(subject_id).encode(), sha256).hexdigest()
 
     # -- subjects -------------------------------------------------------------------------------
     def resolve(self, subject_id: str) -> str:
@@ -186,7 +187,7 @@ class Gallery:
         person keeps one pseudonym); ``within(db, pseudonym, templates)`` runs inside the same transaction,
         so a policy re-check or an audit entry commits or rolls back with the templates.
         """
-        check_subject_id(subject_id)
+        subject_id = normal_subject_id(subject_id)
         vectors = [np.asarray(d, dtype=np.float32).ravel() for d in descriptors]
         if not vectors:
             raise InvalidInput("nothing to enroll")
@@ -555,6 +556,11 @@ class Gallery:
             raise GalleryError("a template failed its integrity check: the gallery file was altered") from None
 
 
-def check_subject_id(subject_id: str) -> None:
-    if not subject_id or len(subject_id) > MAX_SUBJECT_ID or not subject_id.isprintable():
-        raise InvalidInput(f"a subject id must be 1-{MAX_SUBJECT_ID} printable characters")
+def normal_subject_id(subject_id: str) -> str:
+    """The one form of an operator's subject id: NFKC-normalised and trimmed, so "001" typed in
+    full-width digits, "001 " and "001" are one person. Every id is looked up and stored in this form; one that is empty
+    after trimming, holds a control character or is over ``MAX_SUBJECT_ID`` characters is refused."""
+    normal = unicodedata.normalize("NFKC", subject_id).strip() if isinstance(subject_id, str) else ""
+    if not normal or len(normal) > MAX_SUBJECT_ID or not normal.isprintable():
+        raise InvalidInput(f"a subject id must be 1-{MAX_SUBJECT_ID} printable characters, not only spaces")
+    return normal

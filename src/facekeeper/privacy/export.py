@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from facekeeper.errors import UnknownSubject
+from facekeeper.gallery.gallery import normal_subject_id
 from facekeeper.privacy import retention
 from facekeeper.privacy.core import Privacy
 from facekeeper.privacy.policy import Actor
@@ -19,6 +20,7 @@ SUBJECT_ACCESS = "facekeeper.subject-access/v1"
 
 
 def subject_access(privacy: Privacy, actor: Actor, subject_id: str) -> dict[str, Any]:
+    subject_id = normal_subject_id(subject_id)
     with privacy.operation(actor, "subject.export") as op:
         now = op.now
         pseudonym = privacy.registry.find(subject_id) or privacy.gallery.find(subject_id)

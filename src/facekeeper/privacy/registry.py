@@ -19,7 +19,7 @@ from typing import Any
 
 from facekeeper.db.database import Connection
 from facekeeper.errors import DeploymentKeyError, UnknownSubject
-from facekeeper.gallery.gallery import Gallery, check_subject_id
+from facekeeper.gallery.gallery import Gallery, normal_subject_id
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.gallery.keystore import ORPHAN_AGE_SECONDS, KeyStore
 from facekeeper.gallery.protect import SealError, open_sealed, seal
@@ -40,7 +40,8 @@ class Registry:
         self.keys.close()
 
     def lookup(self, subject_id: str) -> str:
-        return hmac.new(self._lookup_key, subject_id.encode(), sha256).hexdigest()
+        """The keyed hash a subject id is found by, of its one normal form (``normal_subject_id``)."""
+        return hmac.new(self._lookup_key, normal_subject_id(subject_id).encode(), sha256).hexdigest()
 
     def find(self, subject_id: str) -> str | None:
         row = self.store.db.execute("SELECT pseudonym FROM people WHERE lookup = ?",
@@ -65,7 +66,7 @@ class Registry:
         Whether they are new is decided in the write transaction, so two processes registering one person
         at once agree on one pseudonym (the second finds the first's row).
         """
-        check_subject_id(subject_id)
+        subject_id = normal_subject_id(subject_id)
         found = self.find(subject_id)
         if found is not None:
             return found
