@@ -198,7 +198,7 @@ class NoticeSettings:
 @dataclass
 class PrivacySettings:
     default_purpose: str = "access-control"
-    guardian_age: int = 14  # below this age a guardian's consent is recorded (PIPL art. 31)
+    guardian_age: int = 14  # a consent stating an age below this needs a guardian's record (PIPL art. 31)
     expiry_warning_days: int = 30  # the compliance report lists consents ending within this many days
     credential_max_failures: int = 5  # a PIN locks after this many wrong tries in a row
     filing_warning: int = 80_000  # enrolled people: warn before the filing threshold

@@ -709,7 +709,7 @@ class Service:
         """Record a person's consent for a purpose (method, evidence, expiry, guardian for a minor)."""
         return self.privacy.grant(actor, subject_id, purpose, method=form.method,
                                   evidence=form.evidence, collected_by=form.collected_by, expires_at=form.expires_at,
-                                  minor=form.minor, guardian=form.guardian)
+                                  minor=form.minor, guardian=form.guardian, age=form.age)
 
     @operation("consent.withdraw", purpose="default")
     def withdraw_consent(self, subject_id: str, purpose: str | None, *, actor: Actor | None = None) -> WithdrawResult:

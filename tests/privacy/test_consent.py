@@ -89,6 +89,31 @@ def test_a_minor_needs_a_guardian_record_which_is_sealed(site: Site) -> None:
         assert b"Grace Hopper" not in raw and b"G-17" not in raw and b"kid-7731" not in raw, path
 
 
+@pytest.mark.parametrize("guardian_age, age, needs_guardian", [
+    (14, 13, True), (14, 14, False), (16, 15, True), (16, 16, False), (0, 5, False)])
+def test_a_stated_age_under_the_configured_guardian_age_needs_a_guardian(
+        site: Site, guardian_age: int, age: int, needs_guardian: bool) -> None:
+    site.settings.privacy.guardian_age = guardian_age
+    if needs_guardian:
+        with pytest.raises(ConsentRequired, match="guardian"):
+            site.privacy.grant(ADMIN, "kid-1", "access-control", method="paper", evidence="form 1", age=age)
+        assert site.privacy.ledger.of_subject(site.privacy.registry.find("kid-1") or "none") == []
+        c = site.privacy.grant(ADMIN, "kid-1", "access-control", method="paper", evidence="form 1", age=age,
+                               guardian=Guardian("father", "form G-2"))
+    else:
+        c = site.privacy.grant(ADMIN, "kid-1", "access-control", method="paper", evidence="form 1", age=age)
+    assert c.minor is needs_guardian
+    entry = site.privacy.audit.entries()[-1]
+    assert entry.action == "consent.grant" and entry.detail["minor"] is needs_guardian
+
+
+def test_the_minor_flag_still_needs_a_guardian_whatever_the_age_and_a_silly_age_is_refused(site: Site) -> None:
+    with pytest.raises(ConsentRequired):
+        site.privacy.grant(ADMIN, "kid-2", "access-control", method="paper", evidence="f", minor=True, age=30)
+    with pytest.raises(InvalidInput):
+        site.privacy.grant(ADMIN, "kid-2", "access-control", method="paper", evidence="f", age=-1)
+
+
 def test_renewing_a_consent_ends_the_previous_one(site: Site) -> None:
     first = site.privacy.grant(ADMIN, "p0000", "payment", method="paper", evidence="v1")
     site.clock.advance(10)

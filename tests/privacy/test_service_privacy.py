@@ -171,3 +171,15 @@ def test_the_privacy_commands_from_the_command_line(tmp_path: Path) -> None:
     db.close()
     code, out = fk("audit", "verify")
     assert code == 43 and "entry 3" in out
+
+
+def test_a_consent_form_stating_an_age_under_the_guardian_age_needs_a_guardian(tmp_path: Path) -> None:
+    svc = Service.init(tmp_path / "data", tmp_path / "keys")
+    try:
+        svc.settings.privacy.guardian_age = 16
+        ready(svc, ())
+        with pytest.raises(ConsentRequired, match="guardian"):
+            svc.grant_consent("kid", None, ConsentForm("paper", "form 9", age=15))
+        assert svc.grant_consent("adult", None, ConsentForm("paper", "form 10", age=16)).minor is False
+    finally:
+        svc.close()

@@ -54,6 +54,7 @@ class ConsentForm:
     minor: bool = False
     guardian: Guardian | None = None
     collected_by: str | None = None  # default: the actor recording it
+    age: int | None = None  # stated age in years when consenting: under ``privacy.guardian_age`` is a minor
 
 
 @dataclass(frozen=True)
@@ -97,16 +98,23 @@ class ConsentLedger:
 
     def grant(self, db: Connection, pseudonym: str, purpose: str, *, notice_version: str,
               collected_by: str, method: str, evidence: str, granted_at: float, expires_at: float,
-              minor: bool = False, guardian: Guardian | None = None) -> tuple[Consent, Consent | None]:
+              minor: bool = False, guardian: Guardian | None = None, age: int | None = None,
+              guardian_age: int = 14) -> tuple[Consent, Consent | None]:
         """Record a consent (inside the caller's transaction); a live one for the same purpose is renewed.
 
-        Returns the new consent and the one it replaced, if any.
+        A person whose stated ``age`` is under ``guardian_age`` is a minor, whatever ``minor`` says (the flag
+        can only add protection), and a minor's consent needs the guardian's record. The age itself is not
+        kept: only whether the person was a minor. Returns the new consent and the one it replaced, if any.
         """
         if method not in METHODS:
             raise InvalidInput(f"consent method must be one of {', '.join(METHODS)}")
         if not evidence.strip() or len(evidence) > 500:
             raise InvalidInput("give the consent evidence: the form number, signature file or checkbox record")
         check_expiry(expires_at, granted_at)
+        if age is not None:
+            if isinstance(age, bool) or not 0 <= age <= 150:
+                raise InvalidInput("the stated age must be a whole number of years from 0 to 150")
+            minor = minor or age < guardian_age
         if minor and (guardian is None or not guardian.relationship.strip() or not guardian.reference.strip()):
             raise ConsentRequired("a subject under the guardian age needs a guardian's consent: give the guardian's"
                                   " relationship and a reference to the signed form")

@@ -212,7 +212,7 @@ class Privacy:
     # -- consent --------------------------------------------------------------------------------
     def grant(self, actor: Actor, subject_id: str, purpose: str | None, *, method: str, evidence: str,
               collected_by: str | None = None, expires_at: float | None = None, minor: bool = False,
-              guardian: Guardian | None = None) -> Consent:
+              guardian: Guardian | None = None, age: int | None = None) -> Consent:
         """Record a person's consent for one purpose, shown the current notice."""
         with self.operation(actor, "consent.grant", purpose, needs_purpose=True) as op:
             assert op.purpose is not None and op.purpose_settings is not None
@@ -223,8 +223,9 @@ class Privacy:
                 consent, previous = self.ledger.grant(
                     db, op.subject, op.purpose, notice_version=self.settings.notice.version,
                     collected_by=collected_by or actor.id, method=method, evidence=evidence, granted_at=op.now,
-                    expires_at=expiry, minor=minor, guardian=guardian)
-                self.append(db, op, "ok", detail={"consent": consent.id, "method": method, "minor": minor,
+                    expires_at=expiry, minor=minor, guardian=guardian, age=age,
+                    guardian_age=self.settings.privacy.guardian_age)
+                self.append(db, op, "ok", detail={"consent": consent.id, "method": method, "minor": consent.minor,
                                                   "notice_version": consent.notice_version,
                                                   "renews": previous.id if previous else None})
             self.audit.anchor()
