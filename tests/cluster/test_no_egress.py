@@ -5,13 +5,13 @@ The workload (``egress_workload``) runs in a subprocess, in an empty network nam
 loopback only) when the machine allows one, so nothing could leave even from native code; and under
 ``strace -f`` when it is installed, which records every ``connect``/``sendto``/``sendmsg`` of every process
 the run starts, so an attempt is seen even where it would have failed (Ray's UDP probe of 8.8.8.8 sends no
-packet; its cloud metadata requests go to 169.254.169.254). Without ``runtime``'s settings both appear.
+packet; its cloud metadata requests go to 169.254.169.254), and any DNS query too (port 53 or a resolver).
+Without ``runtime``'s settings both appear.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -19,28 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from facekeeper.egress import is_local
 from tests.conftest import network_namespace_available
+from tests.syscall_trace import outbound, resolvers
 
 REPO = Path(__file__).resolve().parents[2]
-ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
 
 pytestmark = pytest.mark.slow
 
 
-def outbound(trace: str) -> list[str]:
-    """The non-loopback destinations in an strace log of connect/sendto/sendmsg calls."""
-    found = []
-    for line in trace.splitlines():
-        for v4, v6 in ADDRESS.findall(line):
-            host = v4 or v6
-            if not is_local(host):
-                found.append(line.strip())
-    return found
-
-
 def test_the_trace_parser_sees_an_outbound_attempt() -> None:
-    """The negative control: the lines Ray writes without our settings are flagged, loopback is not."""
+    """The negative control: the lines Ray writes without our settings are flagged, loopback is not (the
+    reading itself is ``tests/syscall_trace.py``, shared with the service's syscall-level test)."""
     trace = ('123 connect(6, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("8.8.8.8")}, 16) = 0\n'
              '124 connect(9, {sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("169.254.169.254")}, 16)\n'
              '125 connect(3, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr("127.0.0.1")}, 16) = 0\n'
@@ -66,4 +55,4 @@ def test_a_cluster_run_makes_no_outbound_attempt(tmp_path: Path) -> None:
     if log.exists():
         trace = log.read_text()
         assert "AF_INET" in trace  # the trace saw the cluster's own loopback traffic
-        assert outbound(trace) == []
+        assert outbound(trace, resolvers()) == []
