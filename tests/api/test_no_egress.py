@@ -6,6 +6,9 @@ with every outbound attempt other than loopback trapped, and there is none.
 2. In an empty network namespace (``unshare -n``, loopback only), where nothing could get out even from
    native code: ``facekeeper serve`` with worker processes, its own egress guard logging to a file, and the
    same workload; it completes, and the log is empty.
+
+What native code does below Python's ``socket`` module (onnxruntime's telemetry did) is checked at the
+system-call level by ``tests/test_syscall_egress.py``.
 """
 
 from __future__ import annotations
