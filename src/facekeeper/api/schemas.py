@@ -71,6 +71,12 @@ class DetectIn(Strict):
     image: bytes
     landmarks: Literal[5, 68] = Field(68, description="5 or 68 landmark points")
 
+    @field_validator("landmarks", mode="before")
+    @classmethod
+    def _form_number(cls, value: Any) -> Any:
+        """A multipart form sends every field as text: "5" is 5 (anything else still meets the literal)."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
 
 class EnrollIn(Strict):
     images: list[bytes] = Field(min_length=1, max_length=MAX_IMAGES, description="photos of one person")
