@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLOWER_VENV := .venv-flower
 FLOWER_REQS := src/facekeeper/publisher/flower_app/requirements.txt
 
-.PHONY: demo test lint clean flower-env federation-demo strace
+.PHONY: demo test lint clean flower-env federation-demo strace qemu-user
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,16 @@ strace:
 	  strace=$(STRACE_DEB) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }; } \
 	  || echo "strace is not installed (needs root and apt-get): tests/test_syscall_egress.py will be skipped"
 
-test: lint flower-env strace
+# tests/db/test_cpu.py runs the development pgvector under QEMU's Haswell (AVX2, no AVX-512), proof on any host
+# that it runs on AVX2-only CPUs; installed like strace, else that one test is skipped and says why.
+QEMU_DEB := 1:7.2+dfsg-7+deb12u18+b3
+qemu-user:
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  qemu-user=$(QEMU_DEB) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; }; } \
+	  || echo "qemu-user is not installed (needs root and apt-get): the emulated-CPU pgvector test will be skipped"
+
+test: lint flower-env strace qemu-user
 	$(VENV)/bin/pytest
 
 clean:

