@@ -147,9 +147,9 @@ def per_group(data: dict[str, np.ndarray], variant: str, groups: dict[str, dict[
                 g, i = sc[key]
                 cells = []
                 for f in (1e-2, 1e-3, 1e-4):
-                    t, _ = table.threshold(f)
+                    t = table.threshold(f).value
                     cells.append(f"{int(np.sum(i <= t))} ({np.mean(i <= t):.2g})")
-                t4, _ = table.threshold(1e-4)
+                t4 = table.threshold(1e-4).value
                 print(f"| {attribute}={value} | {len(set(sub['labels']))} | {len(i)} | {mode} | {' | '.join(cells)}"
                       f" | {np.mean(g > t4):.3f} |")
 

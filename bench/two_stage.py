@@ -105,7 +105,7 @@ def main() -> None:
         print(f"<!-- n={n}: synthetic dlib genuine distance mean {gd.mean():.3f}, impostor {imp.mean():.3f} -->")
         c = fusion.centre
         gal_fc = gal_f if c is None else _centre(gal_f, c)
-        threshold, _ = fusion.table.threshold(per_comparison_fmr(args.fpir, n))
+        threshold = fusion.table.threshold(per_comparison_fmr(args.fpir, n)).value
         for k in args.ks:
             same = agree = found_ex = found_two = 0
             for i in range(args.probes):

@@ -44,7 +44,8 @@ def site(deployment: Service) -> Service:
 def test_payment_defaults_to_accurate_and_every_other_purpose_to_fast() -> None:
     purposes = Settings(data_dir=Path("d"), key_dir=Path("k")).purposes
     assert {name: p.mode for name, p in purposes.items()} == {
-        "access-control": "fast", "payment": "accurate", "attendance": "fast", "model-improvement": "fast"}
+        "access-control": "fast", "payment": "accurate", "attendance": "fast", "model-improvement": "fast",
+        "withdrawal": "accurate"}
 
 
 def test_a_settings_file_written_before_modes_keeps_deciding_fast(tmp_path: Path) -> None:

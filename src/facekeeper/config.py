@@ -150,6 +150,7 @@ BUILTIN_PURPOSES: dict[str, str] = {
     "payment": "Confirming a payment by face, for people who chose it instead of a PIN or card.",
     "attendance": "Recording arrival and departure, for people who chose it instead of a badge or PIN.",
     "model-improvement": "Measuring and improving recognition accuracy on this site's own population.",
+    "withdrawal": "Confirming a cash withdrawal by face, for people who chose it instead of a PIN or card.",
 }
 
 
@@ -170,6 +171,9 @@ class PurposeSettings:
     # more per face, and a second template per photo). Enrollment for an accurate purpose stores both.
     mode: str = "fast"
     face_only: bool = False  # always refused at start-up: every purpose must accept a non-face credential
+    # When a decision's FMR (1:N: FPIR / subjects searched) is below the lowest the table measured:
+    # "extrapolate" decides at the impostor-tail fit's threshold (and says so), "refuse" matches nobody.
+    beyond_table: str = "extrapolate"
 
 
 def default_purposes() -> dict[str, PurposeSettings]:
@@ -178,6 +182,13 @@ def default_purposes() -> dict[str, PurposeSettings]:
     # At the fused 1e-4 threshold 7 of London's 20,604 stranger pairs matched (6 of 312 among black volunteers),
     # none at 1e-5; and fused at 1e-5 still rejects fewer genuine pairs than dlib at 1e-4 (docs/accuracy.md).
     out["payment"].verify_fmr = 1e-5
+    # A withdrawal checks a claimed identity (the card's holder), never searches; money leaves, so it decides
+    # like payment and neither extrapolates past the measured table.
+    out["withdrawal"].operations = ["enroll", "verify"]
+    out["withdrawal"].mode = "accurate"
+    out["withdrawal"].verify_fmr = 1e-5
+    for money in ("payment", "withdrawal"):
+        out[money].beyond_table = "refuse"
     out["model-improvement"].operations = ["enroll"]
     out["model-improvement"].max_retention_days = 365
     out["model-improvement"].idle_days = 365
@@ -411,6 +422,9 @@ def validate_privacy(settings: Settings) -> None:
             raise ConfigError(f"purposes.{purpose}.mode must be 'fast' or 'accurate', not {ps.mode!r}")
         if not 0 <= ps.verify_fmr < 1:
             raise ConfigError(f"purposes.{purpose}.verify_fmr must be between 0 and 1 (0 = the default)")
+        if ps.beyond_table not in ("refuse", "extrapolate"):
+            raise ConfigError(f"purposes.{purpose}.beyond_table must be 'refuse' or 'extrapolate',"
+                              f" not {ps.beyond_table!r}")
     p = settings.privacy
     if p.default_purpose not in settings.purposes:
         raise ConfigError(f"privacy.default_purpose {p.default_purpose!r} is not a declared purpose")

@@ -29,10 +29,12 @@ from facekeeper.engine import Engine, pipeline
 from facekeeper.errors import ConfigError, InvalidInput
 from facekeeper.fusion import FusionCalibration
 from facekeeper.matching import CalibrationTable
+from facekeeper.tail import fit_tail
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # what engine.image decodes
 REPORT_FMRS = (1e-2, 1e-3, 1e-4)
 CALIBRATION_FMRS = (1e-2, 1e-3, 1e-4, 1e-5)
+TABLE_FMRS = tuple(10.0**-e for e in range(2, 10))  # a table goes as deep as its impostor pairs support
 MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impostor comparisons below it
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 
@@ -278,19 +280,23 @@ def best_accuracy(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, flo
 
 
 def calibration_points(genuine: np.ndarray, impostor: np.ndarray,
-                       fmrs: Sequence[float] = CALIBRATION_FMRS) -> list[OperatingPoint]:
+                       fmrs: Sequence[float] = TABLE_FMRS) -> list[OperatingPoint]:
     """The points of a calibration table: each FMR the data supports with >= ``MIN_FALSE_MATCHES`` pairs."""
     points = [operating_point(genuine, impostor, f, MIN_FALSE_MATCHES) for f in fmrs]
     return [p for p in points if p.threshold is not None]
 
 
-def calibration_table(model_id: str, source: str, genuine: np.ndarray, impostor: np.ndarray) -> CalibrationTable:
+def calibration_table(model_id: str, source: str, genuine: np.ndarray, impostor: np.ndarray, *,
+                      tail: bool = True) -> CalibrationTable:
+    """Measured points down to the lowest FMR the impostor pairs support, and (``tail``) the fit of the impostor
+    tail that extrapolates below them (``facekeeper.tail``; None when too few pairs to fit)."""
     points = calibration_points(genuine, impostor)
     if not points:
         raise InvalidInput(f"too few impostor pairs ({len(impostor)}) for a calibration table: need at least"
                            f" {math.ceil(MIN_FALSE_MATCHES / max(CALIBRATION_FMRS))}")
     return CalibrationTable(model_id, source, len(impostor), len(genuine),
-                            tuple(sorted((p.target_fmr, round(float(p.threshold or 0.0), 4)) for p in points)))
+                            tuple(sorted((p.target_fmr, round(float(p.threshold or 0.0), 4)) for p in points)),
+                            fit_tail(impostor) if tail else None)
 
 
 def det_points(genuine: np.ndarray, impostor: np.ndarray, count: int = 300) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,11 @@ A threshold is only meaningful with the rate of strangers it lets through, and t
 population it was measured on. The calibration table maps target FMRs to distances for one model;
 1:N search divides the target false-positive identification rate (FPIR) by the number of subjects
 searched, because every extra subject is one more chance for a stranger to match someone.
+
+Below the lowest FMR the table measured, a table with a tail fit (``facekeeper.tail``) extrapolates; the
+purpose decides whether to use it (``beyond_table = "extrapolate"``, at the strict end of its 95%
+interval) or to accept nobody (``"refuse"``). Every decision says which: ``calibration`` is ``measured``,
+``extrapolated`` or ``beyond``.
 """
 
 from __future__ import annotations
@@ -14,39 +19,62 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from facekeeper.errors import ModelMismatch
+from facekeeper.tail import TailFit
+
+BEYOND_POLICIES = ("refuse", "extrapolate")  # [purposes.NAME] beyond_table
+
+
+class Threshold(NamedTuple):
+    """A table's answer for one FMR. ``within``: the FMR lies in the measured range. ``extrapolated``: it lies
+    below it and ``value`` comes from the tail fit, with ``interval`` its 95% interval (strict end first)."""
+
+    value: float
+    within: bool
+    extrapolated: bool = False
+    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class CalibrationTable:
-    """(fmr, distance) points for one model, measured on ``source`` with ``impostor_pairs`` comparisons."""
+    """(fmr, distance) points for one model, measured on ``source`` with ``impostor_pairs`` comparisons;
+    ``tail`` fits the impostor scores below the points, when there were enough to fit."""
 
     model_id: str
     source: str
     impostor_pairs: int
     genuine_pairs: int
     points: tuple[tuple[float, float], ...]  # sorted by fmr ascending (distance ascending)
+    tail: TailFit | None = None
 
     @property
     def min_fmr(self) -> float:
         return self.points[0][0]
 
-    def threshold(self, fmr: float) -> tuple[float, bool]:
-        """The distance at which the FMR is ``fmr``, and whether ``fmr`` was within the measured range.
+    def threshold(self, fmr: float) -> Threshold:
+        """The distance at which the FMR is ``fmr``: interpolated (log FMR) between measured points.
 
-        Below the smallest measured FMR the smallest threshold is used: the true FMR there is unknown,
-        so the caller must say so rather than pretend.
+        Above the largest measured FMR the largest threshold is used (stricter than asked). Below the smallest,
+        the tail fit's threshold when there is one (``extrapolated``, never looser than the smallest measured
+        threshold), else the smallest threshold with ``within`` false: the true FMR there is unknown, so the
+        caller must say so rather than pretend.
         """
-        if fmr <= self.points[0][0]:
-            return self.points[0][1], fmr >= self.points[0][0]
+        if fmr < self.points[0][0]:
+            floor = self.points[0][1]
+            if self.tail is None:
+                return Threshold(floor, False)
+            lo, hi = self.tail.interval(fmr)
+            return Threshold(min(self.tail.threshold(fmr), floor), False, True, (min(lo, floor), min(hi, floor)))
+        if fmr == self.points[0][0]:
+            return Threshold(self.points[0][1], True)
         if fmr >= self.points[-1][0]:
-            return self.points[-1][1], fmr <= self.points[-1][0]
+            return Threshold(self.points[-1][1], fmr <= self.points[-1][0])
         for (f0, d0), (f1, d1) in pairwise(self.points):
             if f0 <= fmr <= f1:
                 t = (math.log10(fmr) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
-                return d0 + t * (d1 - d0), True
+                return Threshold(d0 + t * (d1 - d0), True)
         raise AssertionError("unreachable: points are sorted")
 
     def fmr_at(self, distance: float) -> float:
@@ -63,14 +91,16 @@ class CalibrationTable:
         raise AssertionError("unreachable: points are sorted")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "source": self.source, "impostor_pairs": self.impostor_pairs,
-                "genuine_pairs": self.genuine_pairs, "points": [list(p) for p in self.points]}
+        out = {"model_id": self.model_id, "source": self.source, "impostor_pairs": self.impostor_pairs,
+               "genuine_pairs": self.genuine_pairs, "points": [list(p) for p in self.points]}
+        return {**out, "tail": self.tail.to_dict()} if self.tail is not None else out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CalibrationTable:
         points = tuple(sorted((float(f), float(d)) for f, d in data["points"]))
+        tail = TailFit.from_dict(data["tail"]) if data.get("tail") else None
         return cls(str(data["model_id"]), str(data["source"]), int(data["impostor_pairs"]),
-                   int(data["genuine_pairs"]), points)
+                   int(data["genuine_pairs"]), points, tail)
 
 
 def default_table(model_id: str) -> CalibrationTable:
@@ -108,6 +138,10 @@ class Decision:
     estimated_fmr: float  # the table's FMR at this distance: how often a stranger gets this close
     within_calibration: bool
     mode: str = "fast"  # which models decided: "fast" (dlib) or "accurate" (dlib + FaceNet fused)
+    # "measured": the threshold comes from measured points; "extrapolated": from the tail fit, below them;
+    # "beyond": below them and not extrapolated (purpose policy, or no tail fit), so nobody matches
+    calibration: str = "measured"
+    calibration_note: str | None = None  # why, in rates only (a device is told it too): never a score
 
     def shown(self) -> Decision:
         """The decision as it leaves the service: scores to ``SCORE_DECIMALS`` decimals, the FMR as its decade.
@@ -123,16 +157,46 @@ class Decision:
         shown = self.shown()
         return {"match": self.match, "mode": self.mode, "distance": shown.distance, "similarity": shown.similarity,
                 "threshold": round(self.threshold, 4), "target_fmr": self.target_fmr,
-                "estimated_fmr": shown.estimated_fmr, "within_calibration": self.within_calibration}
+                "estimated_fmr": shown.estimated_fmr, "within_calibration": self.within_calibration,
+                "calibration": self.calibration, "calibration_note": self.calibration_note}
+
+
+def beyond_note(table: CalibrationTable, fmr: float, calibration: str, policy: str) -> str | None:
+    """Why a decision at ``fmr`` is not on measured points, in rates and pair counts only."""
+    if calibration == "measured":
+        return None
+    below = (f"FMR {fmr:.2g} per comparison is below the lowest the table measured ({table.min_fmr:g}, on"
+             f" {table.impostor_pairs:,} impostor pairs)")
+    if calibration == "extrapolated":
+        return (f"{below}: threshold extrapolated from the impostor tail (generalized Pareto fit), at the strict"
+                " end of its 95% interval")
+    if policy == "refuse":
+        return f'{below}: this purpose does not decide beyond the table (beyond_table = "refuse"), nobody matches'
+    return f"{below} and the table has no tail fit to extrapolate from: nobody matches"
 
 
 def decide(table: CalibrationTable, distance: float, fmr: float, *, mode: str = "fast",
-           shown_similarity: float | None = None) -> Decision:
+           shown_similarity: float | None = None, beyond: str = "extrapolate") -> Decision:
     """Match when ``distance`` is within the table's threshold for ``fmr``. ``shown_similarity`` overrides the
-    0..1 figure for people (a fused score is no distance; accurate mode shows dlib's)."""
-    threshold, within = table.threshold(fmr)
+    0..1 figure for people (a fused score is no distance; accurate mode shows dlib's).
+
+    Below the measured points ``beyond`` decides: ``extrapolate`` uses the tail fit at the strict end of its
+    interval (the fit's bias on a normal-like tail is toward looser thresholds), ``refuse`` matches nobody;
+    a table without a tail fit matches nobody there either.
+    """
+    t = table.threshold(fmr)
+    if beyond not in BEYOND_POLICIES:
+        raise ValueError(f"beyond must be one of {BEYOND_POLICIES}, not {beyond!r}")
+    calibration, threshold = "measured", t.value
+    if fmr < table.min_fmr:
+        if t.extrapolated and t.interval is not None and beyond == "extrapolate":
+            calibration, threshold = "extrapolated", t.interval[0]
+        else:
+            calibration = "beyond"
     shown = similarity(distance) if shown_similarity is None else shown_similarity
-    return Decision(distance <= threshold, distance, shown, threshold, fmr, table.fmr_at(distance), within, mode)
+    match = calibration != "beyond" and distance <= threshold
+    return Decision(match, distance, shown, threshold, fmr, table.fmr_at(distance), t.within, mode, calibration,
+                    beyond_note(table, fmr, calibration, beyond))
 
 
 def per_comparison_fmr(fpir: float, gallery_size: int) -> float:
