@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from facekeeper.api import schemas
 from facekeeper.api.server import ServerProcess
 from facekeeper.client import Client, EdgeTerminal
 from facekeeper.engine import Engine
@@ -67,6 +68,7 @@ def test_the_photo_never_leaves_the_terminal_process(served: tuple[Root, ServerP
         other = terminal.verify(probe, "g-002")
     assert found.match is not None and found.match.subject_id == "g-001"
     assert checked.match and not other.match
+    assert isinstance(found, schemas.DeviceIdentified) and isinstance(checked, schemas.DeviceVerified)
     sent = bytes(tap.sent)
     assert b'"template"' in sent and engine.model_id.encode() in sent
     assert b"\xff\xd8\xff" not in sent  # no JPEG

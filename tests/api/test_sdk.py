@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from facekeeper.api import schemas
 from facekeeper.api.app import ServerSettings
 from facekeeper.api.runner import ThreadRunner
 from facekeeper.api.server import BackgroundServer
@@ -42,6 +43,22 @@ def test_a_days_work_through_the_sdk(live: tuple[Root, str], engine: Engine) -> 
         metrics = auditor.metrics()
     assert 'facekeeper_faces_processed_total{tenant="acme",operation="enroll"} 3' in metrics
     assert 'route="/v1/subjects/{subject_id}"' in metrics and "w-001" not in metrics and "Worker" not in metrics
+
+
+def test_the_sdk_reads_the_answer_each_role_gets(live: tuple[Root, str]) -> None:
+    """An operator gets scores and candidates; a device gets the decision alone, in its own shape."""
+    root, url = live
+    with Client(url, root.tokens[("acme", "operator")]) as op, Client(url, root.tokens[("acme", "device")]) as gate:
+        for person in ("s-001", "s-002"):
+            op.grant_consent(person, "access-control", "checkbox", "kiosk 1")
+            op.enroll([workload.photo(person[2:])], person, purpose="access-control")
+        seen = op.identify(workload.photo("001", "smiling"), purpose="access-control", k=2)
+        told = gate.identify(workload.photo("001", "smiling"))
+        checked = gate.verify(workload.photo("002", "smiling"), subject_id="s-002")
+    assert isinstance(seen, schemas.Identified) and [c.subject_id for c in seen.candidates] == ["s-001", "s-002"]
+    assert isinstance(told, schemas.DeviceIdentified) and told.match is not None
+    assert told.match.subject_id == "s-001" and "distance" not in told.model_dump_json()
+    assert isinstance(checked, schemas.DeviceVerified) and checked.match
 
 
 def test_sdk_raises_the_services_own_error_classes(live: tuple[Root, str]) -> None:
