@@ -22,7 +22,8 @@ import numpy as np
 from facekeeper import evaluation
 from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine
-from facekeeper.engine.facenet import FaceNetEmbedder, choose_face, facenet_crop, hog_to_facenet_box
+from facekeeper.engine.detect import choose_face
+from facekeeper.engine.facenet import FaceNetEmbedder, facenet_crop, hog_to_facenet_box
 from facekeeper.engine.mtcnn import MtcnnDetector
 from facekeeper.errors import FacekeeperError
 

@@ -54,7 +54,9 @@ class EngineSettings:
     """How faces are found and turned into templates."""
 
     backend: str = "onnx"  # "onnx" (fast, same weights) or "dlib" (the reference runtime)
-    detector: str = "hog"  # "hog" or "cnn" (dlib mmod; seconds per image on a CPU)
+    # "yunet" (OpenCV Zoo's CNN: more faces found, 5 points for SFace), "hog" (dlib) or "cnn" (dlib mmod;
+    # seconds per image on a CPU)
+    detector: str = "hog"
     upsample: int = 1  # detector upsampling of the working copy; finds faces half the size per step
     detect_max_side: int = 800  # detection runs on a copy no larger than this; landmarks use full size
     # quick pass: first look only for faces at least this fraction of the shorter side (0 = always thorough)
@@ -64,8 +66,11 @@ class EngineSettings:
     # Accurate mode's FaceNet crop: "hog" reshapes the one HOG box to MTCNN's framing (no second detector);
     # "mtcnn" runs MTCNN as well and crops its box (see docs/accuracy.md for the measured difference).
     facenet_box: str = "hog"
-    # A probe with several faces: "largest" when it is twice the next's area, else refused; "centre": nearest
-    # the image centre. Enrollment always refuses several faces.
+    # Accurate mode's second model, fused with dlib: "sface-2021dec-int8bq" or "facenet-20180408-102900". It
+    # must be the one the signed bundle's fusion calibration is for, else accurate purposes decide in fast mode.
+    side_model: str = "facenet-20180408-102900"
+    # A probe with several faces (a bystander behind the person) uses one: "largest" or "centre" (nearest the
+    # image centre, for portraits). Enrollment always refuses several faces.
     face_choice: str = "largest"
     workers: int = 0  # 0 = one per CPU core
     onnx_threads: int = 1
@@ -465,8 +470,11 @@ def validate(settings: Settings) -> None:
     eng = settings.engine
     if eng.backend not in ("onnx", "dlib"):
         raise ConfigError(f"engine.backend must be 'onnx' or 'dlib', not {eng.backend!r}")
-    if eng.detector not in ("hog", "cnn"):
-        raise ConfigError(f"engine.detector must be 'hog' or 'cnn', not {eng.detector!r}")
+    if eng.detector not in ("yunet", "hog", "cnn"):
+        raise ConfigError(f"engine.detector must be 'yunet', 'hog' or 'cnn', not {eng.detector!r}")
+    if eng.side_model not in ("sface-2021dec-int8bq", "facenet-20180408-102900"):
+        raise ConfigError("engine.side_model must be 'sface-2021dec-int8bq' or 'facenet-20180408-102900',"
+                          f" not {eng.side_model!r}")
     if eng.facenet_box not in ("hog", "mtcnn"):
         raise ConfigError(f"engine.facenet_box must be 'hog' or 'mtcnn', not {eng.facenet_box!r}")
     if eng.face_choice not in ("largest", "centre"):

@@ -19,7 +19,6 @@ from rich.console import Console
 
 from facekeeper.api import demo as api_demo
 from facekeeper.errors import ConsentRequired, LicenseError
-from facekeeper.fusion import FACENET_MODEL_ID
 from facekeeper.privacy import ConsentForm
 from facekeeper.publisher.testing import install_demo_license
 from facekeeper.service import Service
@@ -51,10 +50,10 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
         if raw[1000:1064] in disk:
             problems.append(f"bytes of {person}'s photo found")
         (described,) = svc.engine.describe([photo(images, person)], enrollment=False, accurate=True)
-        descriptor, facenet = described.dlib, described.facenet
-        assert facenet is not None
-        for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id), facenet,
-                    svc.gallery.protect(facenet, FACENET_MODEL_ID)):
+        descriptor, side = described.dlib, described.side
+        assert side is not None
+        for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id), side,
+                    svc.gallery.protect(side, svc.engine.settings.side_model)):
             if np.asarray(vec, "<f4").tobytes()[:32] in disk:
                 problems.append(f"a plaintext template of {person} found")
     console.print(f"  scanned {len(files)} file(s), {len(disk):,} bytes: "

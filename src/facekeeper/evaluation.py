@@ -173,8 +173,8 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             if item.rejected is not None:
                 result.quality_rejected.append((item.path, item.rejected))
             vectors.append(item.descriptor)
-            if item.facenet_descriptor is not None:
-                side.append(item.facenet_descriptor)
+            if item.side_descriptor is not None:
+                side.append(item.side_descriptor)
             kept.append(item.path)
         if progress:
             progress(done, len(photos))

@@ -40,7 +40,7 @@ from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
 from facekeeper.federation.modes import site_modes
-from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
+from facekeeper.fusion import FusionCalibration
 from facekeeper.gallery.gallery import Candidate, Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, similarity
@@ -67,15 +67,16 @@ class EnrollResult:
 NO_FUSION = ("accurate mode is not in the signed model bundle (no fusion calibration): decided in fast mode;"
              " the vendor must re-sign the bundle")
 EDGE_FAST = "an edge terminal sends a dlib descriptor only: decided in fast mode"
-NO_SIDE = "the subject has no FaceNet template (enrolled for a fast purpose): decided in fast mode"
+NO_SIDE = ("the subject has no template of accurate mode's second model (enrolled for a fast purpose, or before"
+           " the model changed): decided in fast mode")
 
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe's descriptors: dlib's always, FaceNet's in accurate mode."""
+    """A probe's descriptors: dlib's always, the side model's in accurate mode."""
 
     dlib: np.ndarray
-    facenet: np.ndarray | None = None
+    side: np.ndarray | None = None
 
 
 SCORE_ROLES = frozenset({"admin", "operator", "auditor"})  # shown scores; every other role gets a Verdict
@@ -344,8 +345,10 @@ class Service:
 
     @property
     def fusion(self) -> FusionCalibration | None:
-        """Accurate mode's signed calibration, or None when the bundle does not carry it."""
-        return self.bundle.fusion
+        """Accurate mode's signed calibration, or None when the bundle does not carry one for the engine's
+        side model (``[engine] side_model``)."""
+        fusion = self.bundle.fusion
+        return fusion if fusion is not None and fusion.side_model == self.engine.settings.side_model else None
 
     def _accurate(self, op: Operation) -> bool:
         """Whether this operation runs in accurate mode: its purpose asks for it and the bundle signs it."""
@@ -383,17 +386,18 @@ class Service:
             self._require("enroll", new_subjects=0 if self.gallery.find(subject_id) else 1)
             described = self.engine.describe(images, enrollment=True, accurate=self._accurate(op))
             pseudonym = self._store_descriptors(op, subject_id, pseudonym, [d.dlib for d in described],
-                                                [d.facenet for d in described], name)
+                                                [d.side for d in described], name)
         self.privacy.audit.anchor()
         return EnrollResult(subject_id, pseudonym, len(described), [d.face.quality.as_dict() for d in described])
 
     def _store_descriptors(self, op: Operation, subject_id: str, pseudonym: str, dlib: Sequence[np.ndarray],
-                           facenet: Sequence[np.ndarray | None], name: str | None = None) -> str:
+                           side_vectors: Sequence[np.ndarray | None], name: str | None = None) -> str:
         """Enrollment's descriptor-level core, shared by ``enroll`` and the bulk path: one transaction that
-        re-checks consent, stores the protected templates (FaceNet's too when every photo has one) and
-        audits. Returns the subject's pseudonym."""
-        side_rows = [f for f in facenet if f is not None]
-        side = {FACENET_MODEL_ID: np.stack(side_rows)} if side_rows and len(side_rows) == len(dlib) else None
+        re-checks consent, stores the protected templates (the side model's too when every photo has one)
+        and audits. Returns the subject's pseudonym."""
+        side_rows = [f for f in side_vectors if f is not None]
+        side = ({self.engine.settings.side_model: np.stack(side_rows)}
+                if side_rows and len(side_rows) == len(dlib) else None)
         return self.gallery.enroll(subject_id, np.stack(dlib), self.engine.model_id, name, pseudonym=pseudonym,
                                    within=self.privacy.enroll_hook(op), side=side)
 
@@ -440,7 +444,7 @@ class Service:
                 summary.skipped.append((f"{subject_id}/{item.path.name}", item.error.code, item.error.message))
             else:
                 assert item.descriptor is not None
-                made.setdefault(subject_id, []).append((item.descriptor, item.facenet_descriptor))
+                made.setdefault(subject_id, []).append((item.descriptor, item.side_descriptor))
             remaining[subject_id] -= 1
             if remaining[subject_id] == 0 and subject_id in made:
                 ready.append(subject_id)
@@ -515,10 +519,10 @@ class Service:
             if reference is not None:
                 ref = self._probe(reference, accurate)
                 distance = float(np.linalg.norm(probe_vec.dlib - ref.dlib))
-                if probe_vec.facenet is None or ref.facenet is None or self.fusion is None:
+                if probe_vec.side is None or ref.side is None or self.fusion is None:
                     result = VerifyResult(decide(self.table, distance, fmr), "image", self._note(op))
                 else:
-                    fn = float(self.fusion.facenet_distances(probe_vec.facenet, ref.facenet[None])[0])
+                    fn = float(self.fusion.side_distances(probe_vec.side, ref.side[None])[0])
                     result = VerifyResult(self._fused(self.fusion, distance, fn, fmr), "image")
                 return self._verified(op, None, result).view(op.actor.role)
             assert pseudonym is not None
@@ -550,32 +554,32 @@ class Service:
         assert op.purpose_settings is not None
         return fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
 
-    def _fused(self, fusion: FusionCalibration, dlib_distance: float, facenet_distance: float,
+    def _fused(self, fusion: FusionCalibration, dlib_distance: float, side_distance: float,
                fmr: float) -> Decision:
-        score = float(fusion.score(dlib_distance, facenet_distance))
+        score = float(fusion.score(dlib_distance, side_distance))
         table = self.calibration.adopted(fusion.table.model_id) or fusion.table  # the site's own, once adopted
         return decide(table, score, fmr, mode="accurate", shown_similarity=similarity(dlib_distance))
 
-    def _protected_facenet(self, fusion: FusionCalibration,
-                           probe: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """A FaceNet probe and the reference centre, rotated into the space its stored templates live in."""
-        centre = None if fusion.centre is None else self.gallery.protect(fusion.centre, FACENET_MODEL_ID)
-        return self.gallery.protect(probe, FACENET_MODEL_ID), centre
+    def _protected_side(self, fusion: FusionCalibration,
+                        probe: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A side-model probe and the reference centre, rotated into the space its stored templates live in."""
+        centre = None if fusion.centre is None else self.gallery.protect(fusion.centre, fusion.side_model)
+        return self.gallery.protect(probe, fusion.side_model), centre
 
     def _side_distance(self, fusion: FusionCalibration, protected: tuple[np.ndarray, np.ndarray | None],
                        pseudonym: str) -> float | None:
-        """The subject's best FaceNet distance to the protected probe; None when it has no FaceNet template."""
-        stored = self.gallery.templates(pseudonym, FACENET_MODEL_ID)
+        """The subject's best side-model distance to the protected probe; None when it has no such template."""
+        stored = self.gallery.templates(pseudonym, fusion.side_model)
         if len(stored) == 0:
             return None
-        return float(fusion.facenet_distances(protected[0], stored, protected[1]).min())
+        return float(fusion.side_distances(protected[0], stored, protected[1]).min())
 
     def _against_subject(self, probe: Probe, pseudonym: str, fmr: float, note: str | None) -> VerifyResult:
         protected = self.gallery.protect(probe.dlib, self.engine.model_id)
         stored = self.gallery.templates(pseudonym, self.engine.model_id)
         distance = float(np.linalg.norm(stored - protected, axis=1).min())
-        if probe.facenet is not None and self.fusion is not None:
-            fn = self._side_distance(self.fusion, self._protected_facenet(self.fusion, probe.facenet), pseudonym)
+        if probe.side is not None and self.fusion is not None:
+            fn = self._side_distance(self.fusion, self._protected_side(self.fusion, probe.side), pseudonym)
             if fn is not None:
                 return VerifyResult(self._fused(self.fusion, distance, fn, fmr), "subject")
             note = NO_SIDE
@@ -640,7 +644,7 @@ class Service:
         searched = len(allowed)
         fmr = per_comparison_fmr(fpir, searched)
         everyone = searched == self.gallery.store.subject_count()  # allowed ⊆ enrolled: no filter needed
-        accurate = probe.facenet is not None and self.fusion is not None
+        accurate = probe.side is not None and self.fusion is not None
         first = max(k, self.settings.match.rerank_k) if accurate else k
         hits = (self.gallery.search(probe.dlib, self.engine.model_id, first, None if everyone else allowed)
                 if allowed else [])
@@ -663,12 +667,12 @@ class Service:
     def _rerank(self, probe: Probe, hits: list[Candidate], fmr: float) -> list[tuple[Candidate, Decision]]:
         """Accurate 1:N's second stage: each proposed subject decided by its fused score at ``fmr``.
 
-        A subject without FaceNet templates is decided in fast mode at the same FMR (its decision says
+        A subject without side-model templates is decided in fast mode at the same FMR (its decision says
         so). Passing decisions rank before failing ones, then by how rarely a stranger scores as close
         (the table's estimated FMR), accurate before fast, then by score.
         """
-        assert probe.facenet is not None and self.fusion is not None
-        protected = self._protected_facenet(self.fusion, probe.facenet)
+        assert probe.side is not None and self.fusion is not None
+        protected = self._protected_side(self.fusion, probe.side)
         out = []
         for c in hits:
             fn = self._side_distance(self.fusion, protected, c.pseudonym)
@@ -831,7 +835,7 @@ class Service:
 
     def _probe(self, image: ImageSource, accurate: bool) -> Probe:
         (one,) = self.engine.describe([image], enrollment=False, accurate=accurate)
-        return Probe(one.dlib, one.facenet)
+        return Probe(one.dlib, one.side)
 
 
 class EngineCache:
@@ -849,7 +853,7 @@ class EngineCache:
             _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
                        else (engine.embedder,))
             if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
-                _facenet = engine.facenet  # accurate-mode purposes: the second model, loaded before requests too
+                _side = engine.side_embedder()  # accurate-mode purposes: the second model, loaded before requests too
 
     @staticmethod
     def _fusion_signed() -> bool:

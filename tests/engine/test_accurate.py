@@ -1,4 +1,4 @@
-"""Accurate mode in the engine: one detection, FaceNet's crop from its box, the face-choice rule for probes."""
+"""Accurate mode in the engine: one detection, the side model's crop from it, the face-choice rule for probes."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine
 from facekeeper.engine.facenet import facenet_crop, hog_to_facenet_box
 from facekeeper.errors import MultipleFaces
+from facekeeper.fusion import FACENET_MODEL_ID
 from tests.conftest import DATA, london
 
 MULTI = DATA / "multi" / "obama_and_biden.jpg"
 
 
 def test_an_accurate_face_carries_facenet_crop_of_the_same_detection(engine: Engine) -> None:
+    with_facenet = Engine(EngineSettings(side_model=FACENET_MODEL_ID))
     rgb = engine.decode(london("001"))
-    fast = engine.single_face(rgb, enrollment=True)
-    accurate = engine.single_face(rgb, enrollment=True, accurate=True)
-    assert fast.facenet_crop is None and accurate.box == fast.box
-    assert accurate.facenet_crop is not None and accurate.facenet_crop.shape == (160, 160, 3)
-    assert np.array_equal(accurate.facenet_crop, facenet_crop(rgb, hog_to_facenet_box(fast.box)))
+    fast = with_facenet.single_face(rgb, enrollment=True)
+    accurate = with_facenet.single_face(rgb, enrollment=True, accurate=True)
+    assert fast.side_crop is None and accurate.box == fast.box
+    assert accurate.side_crop is not None and accurate.side_crop.shape == (160, 160, 3)
+    assert np.array_equal(accurate.side_crop, facenet_crop(rgb, hog_to_facenet_box(fast.box)))
     assert np.array_equal(accurate.chip, fast.chip)  # dlib keeps its own crop rule
 
 
@@ -42,8 +44,8 @@ def test_facenet_box_mtcnn_crops_the_mtcnn_face_that_overlaps_the_detection(engi
 
 def test_a_probe_with_two_similar_faces_uses_the_face_nearest_the_centre_when_configured(engine: Engine) -> None:
     rgb = engine.decode(MULTI)
-    with pytest.raises(MultipleFaces):
-        engine.single_face(rgb, enrollment=False)  # largest, but not twice the next: refused
+    largest = engine.single_face(rgb, enrollment=False)  # not twice the next, still answered: the largest
+    assert largest.box == engine.detect(rgb)[0].box
     centre = Engine(EngineSettings(face_choice="centre"))
     centre._detector, centre._landmarkers = engine.detector, {5: engine.landmarker(5), 68: engine.landmarker(68)}
     face = centre.single_face(rgb, enrollment=False)

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekeeper.engine.detect import Detection
+from facekeeper.engine.detect import Detection, choose_face
 from facekeeper.engine.embed import Embedder
 from facekeeper.engine.facenet import (
     FACENET_SHA256,
     FaceNetEmbedder,
-    choose_face,
     convert_graphdef,
     facenet_crop,
     model_path,

@@ -81,7 +81,7 @@ def test_workers_that_embed_send_the_engines_descriptors_in_order_and_no_face_im
                 continue
             assert mine.chip is None and mine.crop is None  # the chip stayed in the worker
             assert mine.quality == theirs.quality
-            assert mine.descriptor is not None and mine.facenet_descriptor is None
+            assert mine.descriptor is not None and mine.side_descriptor is None
             assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
     assert sum(p.descriptor is not None for p in embedded) == 7
 
@@ -100,6 +100,6 @@ def test_in_accurate_mode_workers_send_both_descriptors_and_neither_image(engine
     for mine, theirs in zip(embedded, plain, strict=True):
         assert theirs.chip is not None and theirs.crop is not None
         assert mine.chip is None and mine.crop is None
-        assert mine.descriptor is not None and mine.facenet_descriptor is not None
+        assert mine.descriptor is not None and mine.side_descriptor is not None
         assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
-        assert np.allclose(mine.facenet_descriptor, engine.embed_facenet([theirs.crop])[0], atol=1e-5)
+        assert np.allclose(mine.side_descriptor, engine.embed_side([theirs.crop])[0], atol=1e-5)

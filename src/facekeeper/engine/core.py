@@ -3,35 +3,34 @@
 Models load lazily, once, on first use, so ``facekeeper detect`` never pays for the ResNet and tests can
 build an engine for free. Everything here is numpy in, numpy out: no storage, no logging of pixels.
 
-Accurate mode adds FaceNet on the same detection: dlib's chip comes from the landmarks, FaceNet's crop from
-the box (each model's own crop rule), so one photo costs one detection and two embeddings.
+Accurate mode adds a second model on the same detection, taken from one table (``SIDE_MODELS``): each entry
+says how its input is cut from the face and how it loads, so a third model is one more entry. dlib's chip
+comes from its landmarks, SFace's crop from YuNet's 5 points, FaceNet's from the box; one photo costs one
+detection and two embeddings.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
 from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
 from facekeeper.engine import align, image, quality
-from facekeeper.engine.detect import CnnDetector, Detection, Detector, HogDetector, detect_faces
+from facekeeper.engine.detect import CnnDetector, Detection, Detector, HogDetector, choose_face, detect_faces
 from facekeeper.engine.embed import DlibEmbedder, Embedder
 from facekeeper.engine.landmarks import Landmarker, shape_to_array
 from facekeeper.errors import MultipleFaces, NoFace, QualityRejected
+from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID
 
 if TYPE_CHECKING:  # both import onnx and protobuf: loaded only when accurate mode first runs
     from facekeeper.engine.dlib_onnx import OnnxResnetEmbedder
     from facekeeper.engine.facenet import FaceNetEmbedder
     from facekeeper.engine.mtcnn import MtcnnDetector
-
-# A probe (verify/identify) with several faces uses the largest when it is this many times the area of
-# the next; a bystander far behind the person at the gate must not make the gate fail.
-DOMINANT_AREA_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Face:
     landmarks: np.ndarray
     chip: np.ndarray = field(repr=False)
     quality: quality.QualityReport
-    facenet_crop: np.ndarray | None = field(default=None, repr=False)  # (160, 160, 3), accurate mode only
+    side_crop: np.ndarray | None = field(default=None, repr=False)  # the side model's input, accurate mode only
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -51,11 +50,60 @@ class Face:
 
 @dataclass(frozen=True)
 class Described:
-    """One photo's face and descriptors: dlib's (128,) always, FaceNet's (512,) in accurate mode."""
+    """One photo's face and descriptors: dlib's (128,) always, the side model's in accurate mode."""
 
     face: Face
     dlib: np.ndarray
-    facenet: np.ndarray | None = None
+    side: np.ndarray | None = None
+
+
+class SideEmbedder(Protocol):
+    """A second model: its own crops (N, size, size, 3) uint8 RGB to (N, dim) float32 unit vectors."""
+
+    model_id: str
+    dim: int
+
+    def embed(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SideModel:
+    """One entry of the model table: a model accurate mode fuses with dlib, how its input is cut from a
+    face (``crop(engine, rgb, face)``) and how it is built (``load(settings)``)."""
+
+    model_id: str
+    dim: int
+    crop_size: int
+    crop: Callable[[Engine, np.ndarray, Face], np.ndarray]
+    load: Callable[[EngineSettings], SideEmbedder]
+
+
+def _load_facenet(settings: EngineSettings) -> SideEmbedder:
+    from facekeeper.engine.facenet import FaceNetEmbedder
+
+    return FaceNetEmbedder(threads=settings.onnx_threads, batch_size=settings.batch_size)
+
+
+def _load_sface(settings: EngineSettings) -> SideEmbedder:
+    from facekeeper.engine.sface import SFaceEmbedder
+
+    return SFaceEmbedder(threads=settings.onnx_threads)
+
+
+def _crop_facenet(engine: Engine, rgb: np.ndarray, face: Face) -> np.ndarray:
+    return engine.facenet_crop(rgb, face)
+
+
+def _crop_sface(engine: Engine, rgb: np.ndarray, face: Face) -> np.ndarray:
+    from facekeeper.engine.sface import sface_crop
+
+    return sface_crop(rgb, engine.five_points(rgb, face))
+
+
+SIDE_MODELS: dict[str, SideModel] = {
+    SFACE_MODEL_ID: SideModel(SFACE_MODEL_ID, 128, 112, _crop_sface, _load_sface),
+    FACENET_MODEL_ID: SideModel(FACENET_MODEL_ID, 512, 160, _crop_facenet, _load_facenet),
+}
 
 
 class Engine:
@@ -74,7 +122,8 @@ class Engine:
         self.limits = limits or LimitSettings()
         self._embedder = embedder
         self._detector: Detector | None = None
-        self._facenet: FaceNetEmbedder | None = None
+        self._yunet: Detector | None = None
+        self._side: dict[str, SideEmbedder] = {}
         self._mtcnn: MtcnnDetector | None = None
         self._landmarkers: dict[int, Landmarker] = {}
         self._lock = threading.Lock()
@@ -84,8 +133,20 @@ class Engine:
     def detector(self) -> Detector:
         with self._lock:
             if self._detector is None:
-                self._detector = CnnDetector() if self.settings.detector == "cnn" else HogDetector()
+                self._detector = make_detector(self.settings)
             return self._detector
+
+    @property
+    def yunet(self) -> Detector:
+        """YuNet, for its 5 points when the configured detector has none (SFace on a HOG detection)."""
+        if self.settings.detector == "yunet":
+            return self.detector
+        with self._lock:
+            if self._yunet is None:
+                from facekeeper.engine.yunet import YuNetDetector
+
+                self._yunet = YuNetDetector(threads=self.settings.onnx_threads)
+            return self._yunet
 
     def landmarker(self, points: int | None = None) -> Landmarker:
         points = points or self.settings.landmarks
@@ -102,14 +163,21 @@ class Engine:
             return self._embedder
 
     @property
-    def facenet(self) -> FaceNetEmbedder:
-        with self._lock:
-            if self._facenet is None:
-                from facekeeper.engine.facenet import FaceNetEmbedder
+    def side_model(self) -> SideModel:
+        """The table entry of the model accurate mode fuses with dlib (``[engine] side_model``)."""
+        return SIDE_MODELS[self.settings.side_model]
 
-                self._facenet = FaceNetEmbedder(threads=self.settings.onnx_threads,
-                                                batch_size=self.settings.batch_size)
-            return self._facenet
+    def side_embedder(self, model_id: str | None = None) -> SideEmbedder:
+        """The side model ``model_id`` (default: the configured one), loaded on first use."""
+        spec = SIDE_MODELS[model_id or self.settings.side_model]
+        with self._lock:
+            if spec.model_id not in self._side:
+                self._side[spec.model_id] = spec.load(self.settings)
+            return self._side[spec.model_id]
+
+    @property
+    def facenet(self) -> FaceNetEmbedder:
+        return cast("FaceNetEmbedder", self.side_embedder(FACENET_MODEL_ID))
 
     @property
     def mtcnn(self) -> MtcnnDetector:
@@ -147,13 +215,18 @@ class Engine:
         the 68-point jaw line, except for a face the 5-point screen finds clearly frontal (see ``quality``);
         ``measure_jaw`` measures it for every face, for callers who report rather than gate.
         """
-        shape = self.landmarker(landmarks).shape(rgb, detection.box)
+        box = detection.box
+        if detection.points is not None:  # YuNet's box, framed as HOG's for dlib's shape predictor
+            from facekeeper.engine.yunet import hog_frame
+
+            box = hog_frame(box)
+        shape = self.landmarker(landmarks).shape(rgb, box)
         points = shape_to_array(shape)
         face_chip = align.chip(rgb, shape)
         jaw = None
         if len(points) == 5 and (measure_jaw or quality.needs_jaw(points, detection.frontal,
                                                                    self.quality_settings.max_yaw)):
-            jaw = self.landmarker(68)(rgb, detection.box)
+            jaw = self.landmarker(68)(rgb, box)
         return Face(detection, points, face_chip, quality.measure(points, face_chip, jaw))
 
     def faces(self, rgb: np.ndarray, landmarks: int | None = None) -> list[Face]:
@@ -162,31 +235,39 @@ class Engine:
     def single_face(self, rgb: np.ndarray, *, enrollment: bool, accurate: bool = False) -> Face:
         """The one face to use. Enrollment needs exactly one face and passes the quality gate.
 
-        A probe with several faces uses ``face_choice``: the largest when it clearly dominates (else
-        ``MultipleFaces``), or the one nearest the image centre. ``accurate`` also cuts FaceNet's crop.
+        A probe with several faces (someone in the background) is answered, not refused: it uses the face
+        ``face_choice`` names, the largest or the one nearest the image centre. ``accurate`` also cuts the
+        side model's crop.
         """
         found = self.detect(rgb)
         if not found:
             raise NoFace("no face found in the image: use a frontal photo where the face is clearly visible")
-        chosen = found[0]
-        if len(found) > 1:
-            several = MultipleFaces(
-                f"{len(found)} faces found: use a photo with only the person concerned", faces=len(found)
-            )
-            if enrollment:
-                raise several
-            if self.settings.face_choice == "centre":
-                from facekeeper.engine.facenet import choose_face
-
-                chosen = found[choose_face(found, rgb.shape, "centre")]
-            elif found[0].area < DOMINANT_AREA_RATIO * found[1].area:
-                raise several
+        if len(found) > 1 and enrollment:
+            raise MultipleFaces(f"{len(found)} faces found: use a photo with only the person concerned",
+                                faces=len(found))
+        chosen = found[choose_face(found, rgb.shape, "centre" if self.settings.face_choice == "centre" else "largest")]
         face = self.analyze(rgb, chosen)
         if enrollment:
             self.check_quality(face)
         if accurate:
-            face = replace(face, facenet_crop=self.facenet_crop(rgb, face))
+            face = replace(face, side_crop=self.side_model.crop(self, rgb, face))
         return face
+
+    def five_points(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """YuNet's 5 points (5, 2) for ``face``: its detection's own, or (HOG, CNN) those of the YuNet face
+        that overlaps its box most. ``NoFace`` when YuNet finds none there."""
+        if face.detection.points is not None:
+            return face.detection.points
+        left, top, right, bottom = face.box
+        best, points = 0, None
+        for d in detect_faces(self.yunet, rgb, upsample=0, max_side=self.settings.detect_max_side):
+            ix = max(0, min(right, d.box[2]) - max(left, d.box[0]))
+            iy = max(0, min(bottom, d.box[3]) - max(top, d.box[1]))
+            if ix * iy > best:
+                best, points = ix * iy, d.points
+        if points is None:
+            raise NoFace("the face's landmarks for the second model were not found: use a frontal photo")
+        return points
 
     def facenet_crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """FaceNet's crop of ``face``: its HOG box reshaped to MTCNN's framing, or (``facenet_box = "mtcnn"``)
@@ -204,9 +285,11 @@ class Engine:
                     best, box = ix * iy, tuple(float(v) for v in d.box)
         return facenet_crop(rgb, box)
 
-    def embed_facenet(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        """FaceNet descriptors (N, 512) for (N, 160, 160, 3) crops from ``facenet_crop``."""
-        return self.facenet.embed(np.asarray(crops, dtype=np.uint8).reshape(-1, 160, 160, 3))
+    def embed_side(self, crops: np.ndarray | list[np.ndarray], model_id: str | None = None) -> np.ndarray:
+        """Side-model descriptors (N, dim) for crops cut by its table entry (default: the configured one)."""
+        spec = SIDE_MODELS[model_id or self.settings.side_model]
+        arr = np.asarray(crops, dtype=np.uint8).reshape(-1, spec.crop_size, spec.crop_size, 3)
+        return self.side_embedder(spec.model_id).embed(arr)
 
     def check_quality(self, face: Face) -> None:
         q = self.quality_settings
@@ -233,14 +316,13 @@ class Engine:
     def describe(self, sources: Sequence[str | Path | bytes], *, enrollment: bool,
                  accurate: bool = False) -> list[Described]:
         """Photos to descriptors, the one path every photo operation takes: decode, the one face, quality
-        (``enrollment``), dlib's descriptors in one batch and, when ``accurate``, FaceNet's. Any photo that
-        fails raises, so a caller stores all or nothing."""
+        (``enrollment``), dlib's descriptors in one batch and, when ``accurate``, the side model's. Any photo
+        that fails raises, so a caller stores all or nothing."""
         faces = [self.single_face(self.decode(source), enrollment=enrollment, accurate=accurate)
                  for source in sources]
         dlib = self.embed([f.chip for f in faces])
-        facenet = (self.embed_facenet([f.facenet_crop for f in faces if f.facenet_crop is not None])
-                   if accurate else None)
-        return [Described(f, dlib[i], None if facenet is None else facenet[i]) for i, f in enumerate(faces)]
+        side = self.embed_side([f.side_crop for f in faces if f.side_crop is not None]) if accurate else None
+        return [Described(f, dlib[i], None if side is None else side[i]) for i, f in enumerate(faces)]
 
     def template(self, source: str | Path | bytes, *, enrollment: bool = False) -> tuple[np.ndarray, Face]:
         """Decode, find the one face, and return its descriptor with the face record."""
@@ -253,6 +335,14 @@ class Engine:
         if self._embedder is not None:
             return self._embedder.model_id
         return embedder_class(self.settings).model_id
+
+
+def make_detector(settings: EngineSettings) -> Detector:
+    if settings.detector == "yunet":
+        from facekeeper.engine.yunet import YuNetDetector
+
+        return YuNetDetector(threads=settings.onnx_threads)
+    return CnnDetector() if settings.detector == "cnn" else HogDetector()
 
 
 def embedder_class(settings: EngineSettings) -> type[OnnxResnetEmbedder] | type[DlibEmbedder]:

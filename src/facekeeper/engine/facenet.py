@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,7 +35,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message, message_fa
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from facekeeper.engine.detect import Detection
 from facekeeper.errors import BundleError
 
 MODEL_ID = "facenet-20180408-102900"
@@ -633,30 +632,6 @@ def hog_to_facenet_box(box: Sequence[float]) -> tuple[float, float, float, float
     w, h = right - left, bottom - top
     cx, cy = (left + right) / 2, (top + bottom) / 2 + shift * h
     return (cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2)
-
-
-FaceChoice = Literal["centre", "largest"]
-
-
-def choose_face(detections: Sequence[Detection], image_shape: Sequence[int], rule: FaceChoice = "centre") -> int:
-    """Index of the face to use among several: nearest the image centre, or the largest.
-
-    FaceNet's published accuracy used the centre rule; taking MTCNN's most confident face instead cost 2
-    points on the benchmark, because a confident bystander wins over the subject.
-    """
-    if not detections:
-        raise ValueError("no detections to choose from")
-    if rule == "largest":
-        return max(range(len(detections)), key=lambda i: detections[i].area)
-    if rule != "centre":
-        raise ValueError(f"unknown face choice {rule!r}: use 'centre' or 'largest'")
-    cy, cx = image_shape[0] / 2, image_shape[1] / 2
-
-    def offset(i: int) -> float:
-        left, top, right, bottom = detections[i].box
-        return ((left + right) / 2 - cx) ** 2 + ((top + bottom) / 2 - cy) ** 2
-
-    return min(range(len(detections)), key=offset)
 
 
 # ---------------------------------------------------------------------------------------------------------

