@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from facekeeper import contract
+from facekeeper.config import DoorSettings
 from facekeeper.errors import Forbidden, InvalidInput
 from facekeeper.privacy import Actor
 from facekeeper.privacy.policy import ROLES
@@ -61,6 +62,16 @@ def _receipt(site: Site) -> Args:
     return (site.svc.export_audit(actor=ADMIN),), {}
 
 
+def _door(site: Site) -> str:
+    site.svc.settings.doors.setdefault("main", DoorSettings())
+    return "main"
+
+
+def _gate_pin(site: Site) -> Args:
+    issued = site.svc.issue_credential(ENROLLED, kind="pin", actor=ADMIN)
+    return (_door(site),), {"subject_id": ENROLLED, "pin": issued.secret}
+
+
 # operation name -> the arguments of a call that succeeds for a permitted role (made as admin beforehand)
 CALLS: dict[str, Callable[[Site], Args]] = {
     "detect": lambda s: ((london("003").read_bytes(),), {"landmarks": 5}),
@@ -88,6 +99,8 @@ CALLS: dict[str, Callable[[Site], Args]] = {
     "set_notice": lambda s: ((), {"version": "test-2"}),
     "install_license": _license,
     "license_status": lambda s: ((), {}),
+    "gate_decide": lambda s: (([s.descriptor], _door(s)), {"present_for": 1.0}),
+    "gate_credential": _gate_pin,
     "manage_api_key": lambda s: (("created", lambda: {"key_id": "ak_x", "role": "device", "key_purpose": None}),
                                  {}),
 }

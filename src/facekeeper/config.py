@@ -149,6 +149,46 @@ class FederationSettings:
     flower_bin: str = ""  # folder holding flower-supernode; "" = env FACEKEEPER_FLOWER_BIN, then PATH
 
 
+@dataclass
+class GateSettings:
+    """Gate mode (``facekeeper gate run``): the camera, when a face is usable, how a pass is decided.
+
+    The thresholds of a usable face are the gate's own, stricter on pose than enrollment's: a face that
+    fails them waits for a better frame of the same pass instead of being refused (docs/gate.md).
+    """
+
+    source: str = ""  # /dev/video0, rtsp://ADDRESS/PATH (an address in allow_nets) or a video file
+    door: str = ""  # the [doors.NAME] this camera watches
+    purpose: str = "access-control"
+    fpir: float = 1e-3  # chance that a stranger's pass names anyone consented for the purpose
+    best_frames: int = 3  # frames voted on per pass (odd: a tie needs an even split)
+    max_wait_seconds: float = 1.0  # decide with fewer usable frames once the first is this old
+    min_eye_distance: float = 28.0  # pixels
+    max_yaw: float = 0.35
+    min_sharpness: float = 10.0
+    # a track ends this many frames after its face was last seen: short, so a person stepping into the spot
+    # another just left starts a pass of their own instead of inheriting a decided one
+    lost_after_frames: int = 5
+    # networks of the site's cameras and door controllers: the egress guard admits them and nothing else
+    allow_nets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DoorSettings:
+    """One door a gate opens: its output and its rules. Secrets are references, never values: ``env:NAME``
+    (an environment variable) or ``file:PATH`` (a 0600 file, e.g. in the key directory)."""
+
+    output: str = "dry-run"  # dry-run | webhook | osdp
+    url: str = ""  # webhook: http(s)://ADDRESS[:PORT]/PATH of the site's controller (an address in allow_nets)
+    secret: str = ""  # webhook: the HMAC-SHA256 key; osdp: the 16-byte secure channel base key (SCBK), in hex
+    osdp_device: str = ""  # osdp: the RS-485 serial device, e.g. /dev/ttyUSB0
+    osdp_address: int = 0  # osdp: this reader's address on the line, 0-126
+    osdp_baud: int = 9600
+    timeout_seconds: float = 2.0  # how long the controller has to answer
+    anti_passback_seconds: float = 60.0  # the same person is not let through this door again within this time
+    min_presence_seconds: float = 0.3  # a face must be in view this long before the door decides
+
+
 OPERATIONS = ("enroll", "verify", "identify")
 BUILTIN_PURPOSES: dict[str, str] = {
     "access-control": "Opening doors and gates for people who chose face access instead of a badge or PIN.",
@@ -237,6 +277,8 @@ class Settings:
     purposes: dict[str, PurposeSettings] = field(default_factory=default_purposes)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    doors: dict[str, DoorSettings] = field(default_factory=dict)
 
     @property
     def gallery_path(self) -> Path:
@@ -304,7 +346,7 @@ class Settings:
             f'key_dir = "{self.key_dir}"',
         ]
         for section in ("gallery", "engine", "quality", "match", "index", "limits", "privacy", "notice",
-                        "calibration", "federation"):
+                        "calibration", "federation", "gate"):
             lines.append(f"\n[{section}]")
             for name, value in dataclasses.asdict(getattr(self, section)).items():
                 if section == "gallery" and name in ("url", "keystore_url"):
@@ -313,6 +355,10 @@ class Settings:
         for purpose, ps in self.purposes.items():
             lines.append(f"\n[purposes.{_toml_value(purpose)}]")
             for name, value in dataclasses.asdict(ps).items():
+                lines.append(f"{name} = {_toml_value(value)}")
+        for door, ds in self.doors.items():
+            lines.append(f"\n[doors.{_toml_value(door)}]")
+            for name, value in dataclasses.asdict(ds).items():
                 lines.append(f"{name} = {_toml_value(value)}")
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -377,8 +423,9 @@ def load(data_dir: Path) -> Settings:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     sections = {"gallery": GallerySettings, "engine": EngineSettings, "quality": QualitySettings,
                 "match": MatchSettings, "index": IndexSettings, "limits": LimitSettings, "privacy": PrivacySettings,
-                "notice": NoticeSettings, "calibration": CalibrationSettings, "federation": FederationSettings}
-    top_known = {"deployment_id", "key_dir", "purposes", *sections}
+                "notice": NoticeSettings, "calibration": CalibrationSettings, "federation": FederationSettings,
+                "gate": GateSettings}
+    top_known = {"deployment_id", "key_dir", "purposes", "doors", *sections}
     unknown = set(raw) - top_known
     if unknown:
         raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
@@ -391,6 +438,10 @@ def load(data_dir: Path) -> Settings:
     for name, cls in sections.items():
         setattr(settings, name, _section(cls, raw.get(name, {}), name))
     settings.purposes = _purposes(raw.get("purposes", {}))
+    doors = raw.get("doors", {})
+    if not isinstance(doors, dict):
+        raise ConfigError("[doors] must hold one table per door")
+    settings.doors = {name: _section(DoorSettings, table, f"doors.{name}") for name, table in doors.items()}
     validate(settings)
     return settings
 
@@ -459,9 +510,39 @@ def validate_storage(settings: Settings) -> None:
         raise ConfigError("index.ef_search must be 1-1000 (pgvector's range) and index.shards at least 1")
 
 
+def validate_gate(settings: Settings) -> None:
+    """Gate and door settings: outputs that exist, rules that make sense, networks that parse."""
+    import ipaddress
+
+    g = settings.gate
+    if not 0 < g.fpir < 1 or g.best_frames < 1 or g.lost_after_frames < 1 or g.max_wait_seconds < 0:
+        raise ConfigError("gate: fpir between 0 and 1, best_frames and lost_after_frames >= 1, max_wait_seconds >= 0")
+    if g.min_eye_distance <= 0 or not 0 < g.max_yaw <= 1 or g.min_sharpness < 0:
+        raise ConfigError("gate: min_eye_distance > 0, max_yaw in (0, 1], min_sharpness >= 0")
+    for net in g.allow_nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"gate.allow_nets: {net!r} is not a network (e.g. 192.168.10.0/24)") from None
+    for door, d in settings.doors.items():
+        if not door or len(door) > 40 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in door):
+            raise ConfigError(f"door names are 1-40 letters, digits, '-' or '_': {door!r}")
+        if d.output not in ("dry-run", "webhook", "osdp"):
+            raise ConfigError(f"doors.{door}.output must be 'dry-run', 'webhook' or 'osdp', not {d.output!r}")
+        if d.output != "dry-run" and not d.secret.startswith(("env:", "file:")):
+            raise ConfigError(f"doors.{door}.secret must be a reference, env:NAME or file:PATH, never the secret")
+        if d.output == "webhook" and not d.url.startswith(("http://", "https://")):
+            raise ConfigError(f"doors.{door}.url must be the controller's http(s) URL")
+        if d.output == "osdp" and (not d.osdp_device or not 0 <= d.osdp_address <= 126):
+            raise ConfigError(f"doors.{door}: osdp needs osdp_device and an osdp_address of 0-126")
+        if d.anti_passback_seconds < 0 or d.min_presence_seconds < 0 or d.timeout_seconds <= 0:
+            raise ConfigError(f"doors.{door}: anti_passback_seconds and min_presence_seconds >= 0, timeout > 0")
+
+
 def validate(settings: Settings) -> None:
     validate_privacy(settings)
     validate_storage(settings)
+    validate_gate(settings)
     cal, fed = settings.calibration, settings.federation
     if min(cal.partners, cal.per_partner, fed.partners, fed.per_partner) < 1 or min(cal.genuine, fed.genuine) < 0:
         raise ConfigError("calibration and federation: partners and per_partner must be >= 1, genuine >= 0")

@@ -43,6 +43,18 @@ from facekeeper.federation.modes import site_modes
 from facekeeper.fusion import FusionCalibration
 from facekeeper.gallery.gallery import Candidate, Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
+from facekeeper.gate.decision import (
+    DELIVERED,
+    MAX_GATE_FRAMES,
+    GateDecision,
+    Grant,
+    Outcome,
+    Via,
+    door_lock,
+    send_grant,
+    vote,
+    within_passback,
+)
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, similarity
 from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
 from facekeeper.privacy.audit import ChainReport
@@ -632,6 +644,108 @@ class Service:
             result = self._identify(op, Probe(self._outside_descriptor(op, descriptor, model_id)), k, fpir, note)
             note_answer(self.settings.deployment_id, op.actor, op.now, unknown=result.match is None)
             return result
+
+    @operation("gate.decide", purpose="default")
+    def gate_decide(self, descriptors: Sequence[np.ndarray], door: str, *, present_for: float,
+                    open_door: Callable[[Grant], str] | None = None, purpose: str | None = None,
+                    actor: Actor | None = None) -> GateDecision:
+        """One door decision for one pass in front of a gate camera, from the descriptors of its best frames.
+
+        Each frame is identified among the people consented for the purpose at ``[gate] fpir``; the frames
+        vote (a tie is unknown); then the door's rules: the pass lasted ``min_presence_seconds``, and the
+        person was not let through this door within ``anti_passback_seconds``. Only an open calls
+        ``open_door`` (the door output, run in the caller's process), whose answer the one audit entry
+        records. The gate made the descriptors with this engine, so the call is light.
+        """
+        with self.privacy.operation(actor, "gate.decide", purpose, operation="identify") as op:
+            self._require("identify")
+            rules = self._door_rules(door)
+            if not 1 <= len(descriptors) <= MAX_GATE_FRAMES:
+                raise InvalidInput(f"a gate decision takes 1 to {MAX_GATE_FRAMES} descriptors")
+            vectors = [self._outside_descriptor(op, d, None) for d in descriptors]
+            assert op.purpose is not None
+            fpir = self.settings.gate.fpir
+            allowed = self.privacy.allowed(op.purpose, op.now)
+            fmr = per_comparison_fmr(fpir, len(allowed))
+            everyone = len(allowed) == self.gallery.store.subject_count()
+            answers: list[str | None] = []
+            for vec in vectors:
+                hits = (self.gallery.search(vec, self.engine.model_id, 1, None if everyone else allowed)
+                        if allowed else [])
+                answers.append(hits[0].pseudonym if hits and decide(self.table, hits[0].distance, fmr).match
+                               else None)
+            pseudonym, votes = vote(answers)
+            note_answer(self.settings.deployment_id, op.actor, op.now, unknown=pseudonym is None)
+            subject_id = self.gallery.identity(pseudonym)[0] if pseudonym is not None else None
+            return self._door_decision(op, door, rules, pseudonym, subject_id, "face", fpir, open_door,
+                                       {"frames": len(vectors), "votes": votes},
+                                       brief=present_for < rules.min_presence_seconds)
+
+    @operation("gate.decide", purpose="default")
+    def gate_credential(self, door: str, *, pin: str | None = None, subject_id: str | None = None,
+                        token: str | None = None, open_door: Callable[[Grant], str] | None = None,
+                        purpose: str | None = None, actor: Actor | None = None) -> GateDecision:
+        """The same door through the same rules with a PIN or QR token: nobody has to use their face.
+
+        The credential is checked as ``check_credential`` checks it (a wrong PIN counts towards its lock);
+        anti-passback spans both ways in, so a face and then a PIN do not let one person through twice.
+        """
+        with self.privacy.operation(actor, "gate.decide", purpose, needs_purpose=True) as op:
+            assert op.purpose is not None
+            rules = self._door_rules(door)
+            claimed = self.privacy.registry.find(subject_id) if subject_id is not None else None
+            if subject_id is not None and claimed is None:
+                claimed = "s_unknown"  # the same work and answer as a wrong PIN
+            info = self.privacy.credentials.check(op.purpose, op.now, token=token, pseudonym=claimed, pin=pin)
+            op.subject = info.pseudonym
+            sid = self.privacy.registry.subject_id(info.pseudonym)
+            if sid is None:
+                raise errors.CredentialError("credential not accepted")
+            via: Via = "pin" if info.kind == "pin" else "token"
+            return self._door_decision(op, door, rules, info.pseudonym, sid, via, None, open_door,
+                                       {"credential": info.id}, brief=False)
+
+    def _door_rules(self, door: str) -> config.DoorSettings:
+        rules = self.settings.doors.get(door)
+        if rules is None:
+            raise InvalidInput(f"no door {door!r}: declare it as [doors.{door}] in {config.CONFIG_NAME}")
+        return rules
+
+    def _door_decision(self, op: Operation, door: str, rules: config.DoorSettings, pseudonym: str | None,
+                       subject_id: str | None, via: Via, fpir: float | None,
+                       open_door: Callable[[Grant], str] | None, detail: dict[str, Any], *,
+                       brief: bool) -> GateDecision:
+        """The door rules that need state, the output, and the decision's one audit entry.
+
+        Anti-passback reads the audit chain itself: it already holds every door decision (door, pseudonym,
+        time, the controller's answer), so no second record of people's movements is kept, and the rule
+        holds across processes and restarts. Decisions for one door take turns within this process.
+        """
+        with door_lock(self.settings.deployment_id, door):
+            outcome: Outcome = "unknown" if pseudonym is None else "too-brief" if brief else "open"
+            if (outcome == "open" and pseudonym is not None
+                    and self._recently_through(door, pseudonym, op.now, rules.anti_passback_seconds)):
+                outcome = "passback"
+            answer = "not-sent"
+            if outcome == "open":
+                assert subject_id is not None
+                answer = send_grant(open_door, Grant(door, subject_id, via, op.now))
+            with self.gallery.store.transaction() as db:
+                if outcome == "open" and op.purpose is not None and pseudonym is not None:
+                    self.privacy._touch(db, pseudonym, op.purpose, op.now)  # a pass renews the idle clock
+                self.privacy.append(db, op, outcome, subject=pseudonym,
+                                    detail={**detail, "door": door, "via": via, "fpir": fpir, "door_answer": answer})
+            self.privacy.audit.anchor()
+        return GateDecision(outcome, door, via, subject_id if outcome == "open" else None, answer, fpir)
+
+    def _recently_through(self, door: str, pseudonym: str, now: float, window: float) -> bool:
+        """Whether ``door`` let ``pseudonym`` through (the controller took the grant) within ``window``."""
+        last = None
+        for e in self.privacy.audit.entries(since=now - window, subject=pseudonym):
+            if (e.action == "gate.decide" and e.outcome == "open" and e.detail.get("door") == door
+                    and e.detail.get("door_answer") in DELIVERED):
+                last = e.at
+        return within_passback(last, now, window)
 
     def _identify(self, op: Operation, probe: Probe, k: int | None, fpir: float | None,
                   note: str | None) -> IdentifyResult:

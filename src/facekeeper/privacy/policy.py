@@ -25,7 +25,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "subject.export", "subject.list", "credential.issue", "credential.revoke", "credential.check",
         "sweep", "compliance.report", "detect",
     }),
-    "device": frozenset({"verify", "identify", "credential.check", "detect"}),
+    # gate.decide: a door decision of gate mode (a face pass or a PIN at the door), one audit entry each
+    "device": frozenset({"verify", "identify", "credential.check", "detect", "gate.decide"}),
     "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify", "license.status",
                           "metrics.read"}),
 }
