@@ -140,6 +140,11 @@ class Enrolled(BaseModel):
     quality: list[Quality]
 
 
+# "measured": the threshold rests on measured impostor pairs; "extrapolated": on the impostor tail's fit below
+# them; "beyond": below them and not extrapolated (the purpose's beyond_table, or no fit), so nobody matched
+Calibration = Literal["measured", "extrapolated", "beyond"]
+
+
 class DecisionOut(BaseModel):
     """A decision with its scores, for admin and operator keys: scores to 2 decimals, ``estimated_fmr`` as its
     power of ten (exact scores rebuild templates; docs/deployment.md, "What each role sees")."""
@@ -151,7 +156,9 @@ class DecisionOut(BaseModel):
     threshold: float
     target_fmr: float
     estimated_fmr: float
-    within_calibration: bool
+    within_calibration: bool  # kept for compatibility; ``calibration`` says more
+    calibration: Calibration = "measured"
+    calibration_note: str | None = None  # why the threshold is extrapolated, or why nobody matched
 
 
 class Verified(DecisionOut):
@@ -168,6 +175,8 @@ class DeviceVerified(BaseModel):
     target_fmr: float
     against: str
     note: str | None = None
+    calibration: Calibration = "measured"
+    calibration_note: str | None = None
 
 
 class Candidate(DecisionOut):
@@ -187,6 +196,8 @@ class Identified(BaseModel):
     target_fpir: float
     target_fmr: float  # per comparison: target_fpir / searched_subjects
     note: str | None = None
+    calibration: Calibration = "measured"  # the deciding candidate's
+    calibration_note: str | None = None
     candidates: list[Candidate]
 
 
@@ -205,6 +216,8 @@ class DeviceIdentified(BaseModel):
     mode: str
     target_fpir: float
     note: str | None = None
+    calibration: Calibration = "measured"
+    calibration_note: str | None = None  # in words only: no rate that would tell how many were searched
 
 
 VerifyAnswer = Verified | DeviceVerified
@@ -256,6 +269,8 @@ class ConsentIn(Strict):
     expires_at: float | None = Field(None, description="epoch seconds, within 100 years [the purpose's"
                                                        " maximum retention]")
     minor: bool = False
+    age: int | None = Field(None, ge=0, le=150, description="stated age in years: under the site's guardian age"
+                                                          " needs a guardian (not stored)")
     guardian: GuardianIn | None = None
     collected_by: str | None = Field(None, description="who collected it [this key]")
 

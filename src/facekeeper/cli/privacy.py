@@ -74,6 +74,8 @@ def consent_grant(
     expires: Annotated[str | None, typer.Option(help="ISO date [purpose's maximum retention].")] = None,
     collected_by: Annotated[str | None, typer.Option(help="Who collected it [--actor].")] = None,
     minor: Annotated[bool, typer.Option("--minor", help="The person is under the guardian age.")] = False,
+    age: Annotated[int | None, typer.Option(help="The person's stated age: under [privacy] guardian_age needs"
+                                                 " a guardian (not stored).")] = None,
     guardian_relationship: Annotated[str | None, typer.Option(help="For a minor: mother, legal guardian...")] = None,
     guardian_reference: Annotated[str | None, typer.Option(help="For a minor: the guardian's signed form.")] = None,
 ) -> None:
@@ -84,7 +86,7 @@ def consent_grant(
         guardian = (Guardian(guardian_relationship or "", guardian_reference or "")
                     if guardian_relationship or guardian_reference else None)
         form = consent_form(how, minor, guardian, expires)
-        form = ConsentForm(form.method, form.evidence, form.expires_at, minor, guardian, collected_by)
+        form = ConsentForm(form.method, form.evidence, form.expires_at, minor, guardian, collected_by, age)
         c = svc.grant_consent(subject, purpose, form)
         now = svc.clock()
     cli.emit(c.to_dict(now), lambda: cli.out.print(

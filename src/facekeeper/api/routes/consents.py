@@ -23,7 +23,8 @@ async def grant(request: Request, caller: Authed) -> schemas.ConsentOut:
     """Record a person's consent for one purpose; a live one for the same purpose is renewed."""
     body = await bodies.parse_json(request, schemas.ConsentIn)
     guardian = Guardian(**body.guardian.model_dump()) if body.guardian else None
-    form = ConsentForm(body.method, body.evidence, body.expires_at, body.minor, guardian, body.collected_by)
+    form = ConsentForm(body.method, body.evidence, body.expires_at, body.minor, guardian, body.collected_by,
+                       body.age)
     c = await run(request, caller, Service.grant_consent, body.subject_id, caller.purpose(body.purpose), form)
     return schemas.ConsentOut.model_validate(c.to_dict(time.time()))
 
