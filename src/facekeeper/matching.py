@@ -161,7 +161,7 @@ class Decision:
                 "calibration": self.calibration, "calibration_note": self.calibration_note}
 
 
-def beyond_note(table: CalibrationTable, fmr: float, calibration: str, policy: str) -> str | None:
+def beyond_note(table: CalibrationTable, fmr: float, calibration: str) -> str | None:
     """Why a decision at ``fmr`` is not on measured points, in rates and pair counts only."""
     if calibration == "measured":
         return None
@@ -170,8 +170,6 @@ def beyond_note(table: CalibrationTable, fmr: float, calibration: str, policy: s
     if calibration == "extrapolated":
         return (f"{below}: threshold extrapolated from the impostor tail (generalized Pareto fit), at the strict"
                 " end of its 95% interval")
-    if policy == "refuse":
-        return f'{below}: this purpose does not decide beyond the table (beyond_table = "refuse"), nobody matches'
     return f"{below} and the table has no tail fit to extrapolate from: nobody matches"
 
 
@@ -180,23 +178,34 @@ def decide(table: CalibrationTable, distance: float, fmr: float, *, mode: str = 
     """Match when ``distance`` is within the table's threshold for ``fmr``. ``shown_similarity`` overrides the
     0..1 figure for people (a fused score is no distance; accurate mode shows dlib's).
 
-    Below the measured points ``beyond`` decides: ``extrapolate`` uses the tail fit at the strict end of its
-    interval (the fit's bias on a normal-like tail is toward looser thresholds), ``refuse`` matches nobody;
-    a table without a tail fit matches nobody there either.
+    Below the measured points the tail fit's threshold is used at the strict end of its interval (the fit's
+    bias on a normal-like tail is toward looser thresholds), unless ``beyond`` is ``refuse`` (``refused``);
+    a table without a tail fit matches nobody there.
     """
     t = table.threshold(fmr)
-    if beyond not in BEYOND_POLICIES:
-        raise ValueError(f"beyond must be one of {BEYOND_POLICIES}, not {beyond!r}")
     calibration, threshold = "measured", t.value
     if fmr < table.min_fmr:
-        if t.extrapolated and t.interval is not None and beyond == "extrapolate":
+        if t.extrapolated and t.interval is not None:
             calibration, threshold = "extrapolated", t.interval[0]
         else:
             calibration = "beyond"
     shown = similarity(distance) if shown_similarity is None else shown_similarity
     match = calibration != "beyond" and distance <= threshold
-    return Decision(match, distance, shown, threshold, fmr, table.fmr_at(distance), t.within, mode, calibration,
-                    beyond_note(table, fmr, calibration, beyond))
+    decision = Decision(match, distance, shown, threshold, fmr, table.fmr_at(distance), t.within, mode,
+                        calibration, beyond_note(table, fmr, calibration))
+    return refused(decision, beyond)
+
+
+def refused(decision: Decision, beyond: str) -> Decision:
+    """``decision`` under the purpose's ``beyond_table`` policy: with ``refuse`` an extrapolated threshold
+    decides nothing, and nobody matches."""
+    if beyond not in BEYOND_POLICIES:
+        raise ValueError(f"beyond must be one of {BEYOND_POLICIES}, not {beyond!r}")
+    if beyond == "extrapolate" or decision.calibration != "extrapolated":
+        return decision
+    note = (f"FMR {decision.target_fmr:.2g} per comparison is below the lowest the table measured: this purpose"
+            ' does not decide beyond the table (beyond_table = "refuse"), nobody matches')
+    return dataclasses.replace(decision, match=False, calibration="beyond", calibration_note=note)
 
 
 def per_comparison_fmr(fpir: float, gallery_size: int) -> float:

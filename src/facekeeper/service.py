@@ -55,7 +55,7 @@ from facekeeper.gate.decision import (
     vote,
     within_passback,
 )
-from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, similarity
+from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, refused, similarity
 from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
 from facekeeper.privacy.audit import ChainReport
 from facekeeper.privacy.core import Operation
@@ -91,6 +91,13 @@ class Probe:
     side: np.ndarray | None = None
 
 
+IDENTIFY_BEYOND = {  # no rates in these words: FPIR / per-comparison FMR would tell a device how many were searched
+    "extrapolated": "this gallery needs a per-comparison FMR below the measured table: the threshold is extrapolated"
+                    " from the impostor tail (generalized Pareto fit), at the strict end of its 95% interval",
+    "beyond": "this gallery needs a per-comparison FMR below the measured table, and this purpose does not decide"
+              " beyond it (or the table has no tail fit): answered unknown; a 1:1 check against a claimed identity"
+              " decides at a measured rate",
+}
 SCORE_ROLES = frozenset({"admin", "operator", "auditor"})  # shown scores; every other role gets a Verdict
 
 
@@ -105,16 +112,22 @@ class Verdict:
     match: bool
     mode: str
     target_fmr: float
+    calibration: str = "measured"  # not a score: whether the threshold was measured, extrapolated or refused
+    calibration_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"match": self.match, "mode": self.mode, "target_fmr": self.target_fmr}
+        return {"match": self.match, "mode": self.mode, "target_fmr": self.target_fmr,
+                "calibration": self.calibration, "calibration_note": self.calibration_note}
 
 
 def shown_to(role: str, decision: Decision | Verdict) -> Decision | Verdict:
     """``decision`` as ``role`` may see it: quantised scores for the roles that see scores, else the verdict."""
     if isinstance(decision, Verdict):
         return decision
-    return decision.shown() if role in SCORE_ROLES else Verdict(decision.match, decision.mode, decision.target_fmr)
+    if role in SCORE_ROLES:
+        return decision.shown()
+    return Verdict(decision.match, decision.mode, decision.target_fmr, decision.calibration,
+                   decision.calibration_note)
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class IdentifyResult:
     mode: str = "fast"  # the purpose's mode as run; each candidate's decision states its own
     note: str | None = None
     scores: bool = True
+    calibration: str = "measured"  # the deciding candidate's: measured, extrapolated or beyond (refused)
+    calibration_note: str | None = None  # in words without numbers: a device must not learn how many were searched
 
     def view(self, role: str) -> IdentifyResult:
         """What ``role`` is shown; every result leaves the facade through this."""
@@ -170,11 +185,13 @@ class IdentifyResult:
             return dataclasses.replace(self, match=shown[0] if self.match is not None else None, candidates=shown)
         match = (None if self.match is None
                  else IdentifyCandidate(self.match.subject_id, None, None, shown_to(role, self.match.decision)))
-        return IdentifyResult(match, [], None, self.target_fpir, None, self.mode, self.note, scores=False)
+        return IdentifyResult(match, [], None, self.target_fpir, None, self.mode, self.note, scores=False,
+                              calibration=self.calibration, calibration_note=self.calibration_note)
 
     def to_dict(self) -> dict[str, Any]:
         found = {"match": self.match.to_dict() if self.match else None, "unknown": self.match is None,
-                 "mode": self.mode, "target_fpir": self.target_fpir, "note": self.note}
+                 "mode": self.mode, "target_fpir": self.target_fpir, "note": self.note,
+                 "calibration": self.calibration, "calibration_note": self.calibration_note}
         if not self.scores:
             return found
         return {**found, "searched_subjects": self.searched_subjects, "target_fmr": self.target_fmr,
@@ -615,10 +632,11 @@ class Service:
         return pseudonym
 
     def _verified(self, op: Operation, pseudonym: str | None, result: VerifyResult) -> VerifyResult:
-        d = result.decision
+        assert op.purpose_settings is not None and isinstance(result.decision, Decision)
+        d = refused(result.decision, op.purpose_settings.beyond_table)
         self.privacy.matched(op, pseudonym, "match" if d.match else "no-match", fmr_bucket(d.estimated_fmr),
-                             {"against": result.against, "mode": d.mode})
-        return result
+                             {"against": result.against, "mode": d.mode, "calibration": d.calibration})
+        return dataclasses.replace(result, decision=d)
 
     @operation("identify", purpose="default", cost="photo")
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
@@ -764,6 +782,8 @@ class Service:
                 if allowed else [])
         decided = self._rerank(probe, hits, fmr) if accurate else [(c, decide(self.table, c.distance, fmr))
                                                                     for c in hits]
+        assert op.purpose_settings is not None
+        decided = [(c, refused(d, op.purpose_settings.beyond_table)) for c, d in decided]
         if accurate and any(d.mode == "fast" for _, d in decided):
             note = NO_SIDE.replace("the subject has", "some candidates have")
         candidates = []
@@ -773,10 +793,13 @@ class Service:
         match = candidates[0] if candidates and candidates[0].decision.match else None
         best = candidates[0].decision.estimated_fmr if candidates else None
         mode = "accurate" if accurate else "fast"
+        calibration = candidates[0].decision.calibration if candidates else "measured"
         self.privacy.matched(op, match.pseudonym if match else None, "match" if match else "unknown",
                              fmr_bucket(best) if best is not None else None,
-                             {"searched": searched, "candidates": len(candidates), "mode": mode})
-        return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note).view(op.actor.role)
+                             {"searched": searched, "candidates": len(candidates), "mode": mode,
+                              "calibration": calibration})
+        return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note, calibration=calibration,
+                              calibration_note=IDENTIFY_BEYOND.get(calibration)).view(op.actor.role)
 
     def _rerank(self, probe: Probe, hits: list[Candidate], fmr: float) -> list[tuple[Candidate, Decision]]:
         """Accurate 1:N's second stage: each proposed subject decided by its fused score at ``fmr``.

@@ -148,7 +148,8 @@ def test_an_attacker_near_real_faces_gets_decisions_only_then_is_locked(attacked
     assert answer.status_code == 403 and answer.json()["code"] == "probe-lockout"
     assert sum(b["match"] in (None, False) for b in bodies) == probes.UNKNOWN_LIMIT  # the last one locked it
     assert not any(score_keys(b) for b in bodies)
-    assert all(set(b) <= {"match", "unknown", "mode", "target_fmr", "target_fpir", "note", "against"} for b in bodies)
+    assert all(set(b) <= {"match", "unknown", "mode", "target_fmr", "target_fpir", "note", "against", "calibration",
+                          "calibration_note"} for b in bodies)
     assert all(set(b["match"]) == {"subject_id"} for b in bodies if isinstance(b["match"], dict))
     guess = np.mean(sent, axis=0)  # with no distances, the attacker's best estimate of anyone is the crowd
     assert not attacked.svc.verify_descriptor(guess, "r-002", purpose=PURPOSE).decision.match

@@ -243,7 +243,8 @@ def verify(
     emit(r.to_dict(), lambda: out.print(
         f"{'MATCH' if d.match else 'NO MATCH'} ({d.mode} mode): {score} {d.distance:.3f} (threshold "
         f"{d.threshold:.3f} for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of"
-        f" the time" + (f"\n{r.note}" if r.note else "")))
+        f" the time" + (f"\n{r.note}" if r.note else "")
+        + (f"\n{d.calibration_note}" if d.calibration_note else "")))
 
 
 @app.command()
@@ -268,6 +269,9 @@ def identify(
                       f" threshold for FPIR {r.target_fpir:g} (FMR {r.target_fmr:.2g} per comparison)")
         if r.note:
             out.print(r.note)
+        calibration_note = r.candidates[0].decision.calibration_note if r.candidates else r.calibration_note
+        if calibration_note:  # the threshold was extrapolated, or there was none to decide with
+            out.print(calibration_note)
         table = Table("subject", "distance", "threshold", "match")
         for c in r.candidates:
             table.add_row(c.subject_id, f"{c.decision.distance:.3f}", f"{c.decision.threshold:.3f}",
