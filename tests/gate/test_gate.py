@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import pytest
 
 from facekeeper.engine import Engine
 from facekeeper.errors import CredentialError
 from facekeeper.gate.runner import read_statuses
+from facekeeper.gate.source import Source
+from facekeeper.privacy.scan import scan_paths
 from facekeeper.service import Service
 from tests.gate.conftest import ADMIN, DEVICE, DOOR, STRANGER, Recorder, run_gate
 from tests.gate.videos import Walk, make_video
@@ -75,3 +78,53 @@ def test_a_pin_opens_the_same_door_through_the_same_rules(site: Service, gate_en
         site.gate_credential(DOOR, subject_id="002", pin="000000", open_door=recorder, actor=DEVICE)
     assert [e.outcome for e in gate_entries(site)[before:]] == ["refused:credential-error"]
     assert len(recorder.grants) == 2
+
+
+def row_fragments(video: Path, every: int = 10) -> list[bytes]:
+    """64-byte pieces of the decoded frames' rows where a face is (BGR as decoded, and RGB as the gate holds them)."""
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    index = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if index % every == 0:
+            for image in (bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)):
+                for y in range(100, 260, 20):
+                    row = image[y].tobytes()
+                    out += [row[x:x + 64] for x in range(0, len(row) - 64, 240)]
+        index += 1
+    cap.release()
+    return [f for f in out if len(set(f)) > 8]  # plain background is not a face
+
+
+def test_nothing_of_a_frame_reaches_disk(site: Service, gate_engine: Engine, recorder: Recorder,
+                                         tmp_path: Path) -> None:
+    video = make_video(tmp_path / "pass.avi", [Walk("002", 0.0, 2.0, x0=20, x1=200),
+                                               Walk(STRANGER, 0.5, 2.5, x0=380, x1=300)], seconds=3.0)
+    _, decisions = run_gate(site, gate_engine, video, recorder)
+    assert sorted(d.outcome for d in decisions) == ["open", "unknown"]
+    roots = [site.settings.data_dir, site.settings.key_dir]
+    assert scan_paths(roots).clean  # no image of any format, no plaintext descriptor
+    fragments = row_fragments(video)
+    assert len(fragments) > 50
+    files = [p for root in roots for p in root.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "gate" for p in files)  # the status file: counts only
+    for path in files:
+        data = path.read_bytes()
+        assert not any(f in data for f in fragments), path.name
+
+
+CLIPS = Path(__file__).parents[3] / "shared" / "liveness" / "clips"
+
+
+@pytest.mark.skipif(not (CLIPS / "d0.mp4").is_file(), reason="../shared/liveness/clips is not here")
+def test_a_real_video_of_someone_not_enrolled_never_opens(site: Service, gate_engine: Engine,
+                                                          recorder: Recorder) -> None:
+    """A real recording (one person, moving naturally, never enrolled here) in front of the gate camera."""
+    source = Source(str(CLIPS / "d0.mp4"))
+    metrics, decisions = run_gate(site, gate_engine, source, recorder)
+    assert metrics.frames > 50 and decisions
+    assert recorder.grants == [] and all(d.outcome == "unknown" for d in decisions)
+    assert metrics.tracks_without_match == metrics.tracks_started >= 1
