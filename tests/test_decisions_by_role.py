@@ -33,13 +33,15 @@ def site(deployment: Service) -> Service:
 def test_a_device_is_told_the_decision_and_nothing_else(site: Service) -> None:
     checked = site.verify(london("001", "smiling"), subject_id="001", actor=GATE)
     assert isinstance(checked.decision, Verdict) and checked.decision.match
-    assert set(checked.to_dict()) == {"against", "match", "mode", "target_fmr", "note"}
+    assert set(checked.to_dict()) == {"against", "match", "mode", "target_fmr", "note", "calibration",
+                                      "calibration_note"}
     found = site.identify(london("002", "smiling"), k=3, actor=GATE)
     assert found.match is not None and found.match.subject_id == "002"
     assert (found.match.name, found.match.pseudonym, found.searched_subjects) == (None, None, None)
     assert found.candidates == []
     assert found.to_dict() == {"match": {"subject_id": "002"}, "unknown": False, "mode": "fast",
-                               "target_fpir": found.target_fpir, "note": None}
+                               "target_fpir": found.target_fpir, "note": None, "calibration": "measured",
+                               "calibration_note": None}
     stranger = site.identify(london("009"), k=3, actor=GATE)
     assert stranger.match is None and stranger.to_dict()["unknown"] and "candidates" not in stranger.to_dict()
 
