@@ -25,7 +25,7 @@ from facekeeper import contract, egress
 from facekeeper.api import problems
 from facekeeper.api.auth import Caller, token_of
 from facekeeper.api.keys import KeyStore
-from facekeeper.api.metrics import Metrics
+from facekeeper.api.metrics import Metrics, gates_in
 from facekeeper.api.ratelimit import RateLimiter
 from facekeeper.api.runner import ProcessRunner, Runner, ThreadRunner
 from facekeeper.api.tenants import Layout
@@ -201,7 +201,7 @@ def create_app(layout: Layout, settings: ServerSettings | None = None, *, runner
 
     settings = settings or ServerSettings()
     keys = KeyStore(layout.api_keys_path)
-    metrics = Metrics(egress_blocked=lambda: _blocked(ctx))
+    metrics = Metrics(egress_blocked=lambda: _blocked(ctx), gates=gates_in(layout.data_dir))
     ctx = Context(layout, settings, keys, RateLimiter(settings.rate, settings.burst), metrics,
                   runner or make_runner(layout, settings))
 

@@ -4,6 +4,9 @@ Labels are chosen from a closed vocabulary: tenant name, the route *template* (`
 never the path a caller sent, which would carry a subject id), HTTP method and status, and the
 operation. No subject id, name, key id, template or image ever becomes a label. A key sees only its own
 tenant's series; the egress counter is the process's and shown to all.
+
+Gate mode runs in processes of its own (``facekeeper gate run``); each writes its counts to a status file in
+the tenant's data folder, and ``gates`` reads them, so the tenant's gates show here too, labelled by door.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from facekeeper.gate.runner import GateMetrics
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,13 +38,15 @@ class _Histogram:
 
 
 class Metrics:
-    def __init__(self, egress_blocked: Callable[[], int] | None = None) -> None:
+    def __init__(self, egress_blocked: Callable[[], int] | None = None,
+                 gates: Callable[[str], list[GateMetrics]] | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, str, str], int] = {}
         self._latency: dict[tuple[str, str], _Histogram] = {}
         self._faces: dict[tuple[str, str], int] = {}
         self._limited: dict[str, int] = {}
         self._egress_blocked = egress_blocked or (lambda: 0)
+        self._gates = gates or (lambda tenant: [])
 
     def request(self, tenant: str, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -84,10 +94,58 @@ class Metrics:
             out += _header("facekeeper_rate_limited_total", "counter", "Requests refused by the per-key rate limit.")
             if tenant in self._limited:
                 out.append(f"facekeeper_rate_limited_total{_labels(tenant=tenant)} {self._limited[tenant]}")
+        out += _gate_lines(tenant, self._gates(tenant))
         out += _header("facekeeper_egress_blocked_total", "counter",
                        "Outbound connections the egress guard refused (should stay 0).")
         out.append(f"facekeeper_egress_blocked_total {self._egress_blocked()}")
         return "\n".join(out) + "\n"
+
+
+_GATE_SERIES = (  # name, kind, help, the GateMetrics field
+    ("facekeeper_gate_connected", "gauge", "1 while the gate's camera gives frames.", "connected"),
+    ("facekeeper_gate_frames_per_second", "gauge", "Frames the gate processed per second (last interval).",
+     "frames_per_second"),
+    ("facekeeper_gate_frames_total", "counter", "Frames the gate processed.", "frames"),
+    ("facekeeper_gate_decode_errors_total", "counter", "Frames the camera stream failed to give.", "decode_errors"),
+    ("facekeeper_gate_reconnects_total", "counter", "Times the gate reconnected to a camera that dropped.",
+     "reconnects"),
+    ("facekeeper_gate_tracks_active", "gauge", "Faces followed now.", "tracks_active"),
+    ("facekeeper_gate_tracks_total", "counter", "Passes (face tracks) started.", "tracks_started"),
+    ("facekeeper_gate_tracks_without_match_total", "counter", "Passes that ended without an open.",
+     "tracks_without_match"),
+)
+
+
+def _gate_lines(tenant: str, gates: list[GateMetrics]) -> list[str]:
+    """The gates' series: counts and timings per door, never a face or who passed."""
+    from facekeeper.gate.runner import LATENCY_BUCKETS
+
+    out: list[str] = []
+    for name, kind, text, attr in _GATE_SERIES:
+        out += _header(name, kind, text)
+        for g in gates:
+            out.append(f"{name}{_labels(tenant=tenant, door=g.door)} {float(getattr(g, attr)):g}")
+    out += _header("facekeeper_gate_decisions_total", "counter", "Door decisions, by outcome.")
+    for g in gates:
+        for outcome, n in sorted(g.decisions.items()):
+            out.append(f"facekeeper_gate_decisions_total{_labels(tenant=tenant, door=g.door, outcome=outcome)} {n}")
+    out += _header("facekeeper_gate_door_answers_total", "counter", "The door output's answers to opens.")
+    for g in gates:
+        for answer, n in sorted(g.door_answers.items()):
+            out.append(f"facekeeper_gate_door_answers_total{_labels(tenant=tenant, door=g.door, answer=answer)} {n}")
+    out += _header("facekeeper_gate_decision_latency_seconds", "histogram",
+                   "From a face reaching a usable size to its door decision.")
+    for g in gates:
+        cumulative = 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), g.latency_buckets, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f"facekeeper_gate_decision_latency_seconds_bucket{_labels(tenant=tenant, door=g.door, le=le)}"
+                       f" {cumulative}")
+        labels = _labels(tenant=tenant, door=g.door)
+        out.append(f"facekeeper_gate_decision_latency_seconds_sum{labels} {g.latency_sum:.6f}")
+        out.append(f"facekeeper_gate_decision_latency_seconds_count{labels} {g.latency_count}")
+    return out
 
 
 def _header(name: str, kind: str, text: str) -> list[str]:
@@ -99,3 +157,14 @@ def _labels(**labels: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def gates_in(data_dir: Callable[[str], Path]) -> Callable[[str], list[GateMetrics]]:
+    """``Metrics(gates=...)`` for a service root: a tenant's gates are the status files in its data folder."""
+
+    def read(tenant: str) -> list[GateMetrics]:
+        from facekeeper.gate.runner import read_statuses
+
+        return read_statuses(data_dir(tenant))
+
+    return read
