@@ -174,3 +174,62 @@ def test_eval_reports_fast_and_accurate_side_by_side_on_the_same_pairs(people: P
         assert needle in text
     fast_only = CliRunner().invoke(app, ["--json", "eval", str(people), "--out", str(out), "--modes", "fast"])
     assert fast_only.exit_code == 0 and "accurate" not in json.loads(fast_only.output)
+
+
+def test_generalized_rates_count_a_pair_without_a_comparison_as_a_rejection() -> None:
+    run = ev.Evaluation("d", "pairs", "m", "onnx", 8, np.array([0.2, 0.3, 0.9]), np.array([0.4, 0.8, 1.0]), [], [],
+                        unusable_genuine=1, unusable_impostor=1, usable_impostor=np.array([False, True, True]))
+    assert ev.error_rates(run.genuine, run.impostor, np.array([0.5]))[1][0] == pytest.approx(1 / 3)
+    gfmr, gfnmr = run.generalized(0.5)
+    assert gfnmr == pytest.approx(2 / 4)  # 0.9 rejected, and the pair that was never compared
+    assert gfmr == 0  # 0.4 is between two unenrollable photos: the product never compares them
+    row = run.summary()["fnmr_at_fmr"][0]
+    assert {"generalized_fmr", "generalized_fnmr"} <= set(row)
+    assert run.summary()["generalized"]["unusable_impostor_pairs"] == 2
+
+
+def test_lfw_pairs_header_sets_the_folds_and_ten_fold_picks_each_threshold_on_the_others(tmp_path: Path) -> None:
+    text = "2\t1\nA\t1\t2\nA\t1\tB\t1\nC\t1\t2\nC\t1\tD\t1\n"
+    assert [p.fold for p in ev.parse_lfw_pairs(text, tmp_path)] == [0, 0, 1, 1]
+    assert ev.parse_lfw_pairs("A 1 2\n", tmp_path)[0].fold is None
+    scores = np.array([0.1, 0.3, 0.4, 0.9, 0.2, 0.8])  # genuine, impostor per fold
+    same = np.array([True, False, True, False, True, False])
+    folds = np.array([0, 0, 1, 1, 2, 2])
+    # fold 0 at 0.6 (midway between fold 1 and 2's genuine 0.4 and their next score 0.8): 0.3 wrongly accepted;
+    # fold 1 at 0.25 (0.2 .. 0.3): 0.4 wrongly rejected; fold 2 at 0.2 (0.1 .. 0.3): both right
+    assert ev.ten_fold(scores, same, folds) == [0.5, 0.5, 1.0]
+
+
+@pytest.fixture(scope="module")
+def lfw(people: Path) -> Path:
+    """An LFW-style tree and pairs.txt (2 folds of 3 same + 3 different) from the London photos and one blank."""
+    root = people.parent / "lfw"
+    for person in PEOPLE:
+        (root / f"p{person}").mkdir(parents=True)
+        for n, pose in ((1, "neutral"), (2, "smiling")):
+            shutil.copy(LONDON / person / f"{pose}.jpg", root / f"p{person}" / f"p{person}_{n:04d}.jpg")
+    ok, jpg = cv2.imencode(".jpg", np.full((200, 200, 3), 90, np.uint8))
+    assert ok
+    (root / "p006" / "p006_0003.jpg").write_bytes(jpg.tobytes())
+    (root / "pairs.txt").write_text(
+        "2\t3\np001\t1\t2\np002\t1\t2\np006\t1\t3\np001\t1\tp002\t1\np003\t1\tp004\t2\np005\t2\tp006\t3\n"
+        "p003\t1\t2\np004\t1\t2\np005\t1\t2\np001\t2\tp003\t2\np002\t2\tp004\t1\np005\t1\tp006\t1\n")
+    return root
+
+
+def test_eval_on_an_lfw_pairs_file_gives_both_modes_generalized_rates_and_ten_fold(lfw: Path, tmp_path: Path) -> None:
+    from facekeeper.cli.main import app
+
+    out = tmp_path / "lfw.md"
+    result = CliRunner().invoke(app, ["--json", "eval", str(lfw / "pairs.txt"), "--out", str(out), "--no-plot"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["genuine_pairs"], data["impostor_pairs"], data["skipped_pairs"]) == (5, 5, 2)
+    assert data["generalized"]["unusable_genuine_pairs"] == 1 and data["generalized"]["unusable_impostor_pairs"] == 1
+    assert data["ten_fold"]["folds"] == 2 and data["ten_fold"]["accuracy_mean"] == 1.0
+    assert data["ten_fold"]["generalized_accuracy_mean"] == pytest.approx((5 / 6 + 1) / 2)  # the blank's genuine pair
+    accurate = data["accurate"]
+    assert accurate["genuine_pairs"] == 5 and accurate["ten_fold"]["folds"] == 2
+    text = out.read_text()
+    for needle in ("generalized FNMR", "10-fold accuracy", "could not be compared", "Fast and accurate side by side"):
+        assert needle in text

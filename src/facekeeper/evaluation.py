@@ -9,8 +9,15 @@ the EER, the accuracy at the best threshold, a DET curve, and how the thresholds
 bundle behave on this population, per demographic group when a CSV of attributes is given.
 ``bench/calibrate.py`` builds the shipped calibration table from the same functions.
 
-With a fusion calibration the same photos are also scored in accurate mode (dlib + FaceNet, z-normalised
-and summed; ``facekeeper.fusion``), and the report puts both modes side by side on the same pairs.
+With a fusion calibration the same photos are also scored in accurate mode (dlib and the side model,
+z-normalised and summed; ``facekeeper.fusion``), and the report puts both modes side by side on the same
+pairs, for a folder or a pairs file.
+
+Beside the plain rates (pairs that were compared) it reports the generalized ones of ISO/IEC 19795-1: a pair
+the product could not have compared counts as a rejection when genuine and as a non-match when impostor. A
+pair cannot be compared when either photo yields no face (or, as a probe, several with none chosen), or when
+neither photo could be enrolled (both fail the enrollment gate): the product enrolls one photo and probes
+with the other. An LFW ``pairs.txt`` with its ``folds n`` header is also scored by the 10-fold protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from facekeeper.tail import fit_tail
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # what engine.image decodes
 REPORT_FMRS = (1e-2, 1e-3, 1e-4)
+GENERALIZED_RULE = ("a pair counts as a rejection (genuine) or a non-match (impostor) when either photo yields no"
+                    " usable face, or neither passes the enrollment gate")
 CALIBRATION_FMRS = (1e-2, 1e-3, 1e-4, 1e-5)
 TABLE_FMRS = tuple(10.0**-e for e in range(2, 10))  # a table goes as deep as its impostor pairs support
 MIN_FALSE_MATCHES = 10  # a shipped threshold rests on at least this many impostor comparisons below it
@@ -49,6 +58,7 @@ class Pair:
     a: Path
     b: Path
     same: bool
+    fold: int | None = None  # the LFW protocol's fold (``pairs.txt`` with a ``folds n`` header)
 
 
 def labelled_folder(root: Path) -> list[tuple[Path, str]]:
@@ -85,16 +95,20 @@ def parse_lfw_pairs(text: str, root: Path) -> list[Pair]:
     def photo(name: str, number: str) -> Path:
         return root / name / f"{name}_{int(number):04d}.jpg"
 
-    pairs = []
+    pairs: list[Pair] = []
+    per_fold = None  # "10 300": 10 folds of 300 same then 300 different pairs
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields or (lineno == 1 and all(f.isdigit() for f in fields)):
+            if len(fields) == 2:
+                per_fold = 2 * int(fields[1])
             continue
+        fold = len(pairs) // per_fold if per_fold else None
         try:
             if len(fields) == 3:
-                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[0], fields[2]), True))
+                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[0], fields[2]), True, fold))
             elif len(fields) == 4:
-                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[2], fields[3]), False))
+                pairs.append(Pair(photo(fields[0], fields[1]), photo(fields[2], fields[3]), False, fold))
             else:
                 raise ValueError(f"{len(fields)} fields")
         except ValueError as exc:
@@ -151,6 +165,11 @@ class Embedded:
     def index(self) -> dict[Path, int]:
         return {p: i for i, p in enumerate(self.paths)}
 
+    def unenrollable(self) -> np.ndarray:
+        """(n,) bool in the order of ``paths``: the photo has a face but fails the enrollment gate."""
+        rejected = {p for p, _ in self.quality_rejected}
+        return np.asarray([p in rejected for p in self.paths], bool)
+
 
 def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | None = None,
                  workers: int | None = None, accurate: bool = False) -> Embedded:
@@ -200,13 +219,32 @@ def all_pairs(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
+def both_flagged(flags: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) masks in ``all_pairs``' order: both photos of the pair are flagged."""
+    genuine, impostor = [], []
+    for i in range(len(flags) - 1):
+        both = flags[i + 1 :] & flags[i]
+        same = labels[i + 1 :] == labels[i]
+        genuine.append(both[same])
+        impostor.append(both[~same])
+    if not genuine:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    return np.concatenate(genuine), np.concatenate(impostor)
+
+
+def centred(side: np.ndarray, fusion: FusionCalibration) -> np.ndarray:
+    """Side-model vectors as accurate mode compares them: minus the fusion's centre, back to unit length."""
+    v = np.asarray(side, np.float64)
+    if fusion.centre is not None:
+        v = v - fusion.centre
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
 def fused_pairs(dlib: np.ndarray, facenet: np.ndarray, labels: np.ndarray,
                 fusion: FusionCalibration) -> tuple[np.ndarray, np.ndarray]:
     """Genuine and impostor fused scores of every pair, as ``all_pairs`` orders them."""
-    fn = np.asarray(facenet, np.float64)
-    if fusion.centre is not None:
-        fn = fn - fusion.centre
-        fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+    fn = centred(facenet, fusion)
     dg, di = all_pairs(dlib, labels)
     fg, fi = all_pairs(fn, labels)
     return fusion.score(dg, fg), fusion.score(di, fi)
@@ -279,6 +317,23 @@ def best_accuracy(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, flo
     return float(correct[i] / (len(genuine) + len(impostor))), float(thresholds[i])
 
 
+def ten_fold(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> list[float]:
+    """LFW's protocol: per fold, the accuracy at the threshold that is best on the other folds (midway to the next
+    score, so a fold's accuracy does not hang on the training folds' single worst genuine pair)."""
+    out = []
+    for f in np.unique(folds):
+        test = folds == f
+        train_gen, train_imp = scores[~test & same], scores[~test & ~same]
+        if not len(train_gen) or not len(train_imp):
+            continue
+        _, best = best_accuracy(train_gen, train_imp)
+        train = scores[~test]
+        above = train[train > best]
+        threshold = (best + float(above.min())) / 2 if len(above) and np.isfinite(above.min()) else best
+        out.append(float(np.mean((scores[test] <= threshold) == same[test])))
+    return out
+
+
 def calibration_points(genuine: np.ndarray, impostor: np.ndarray,
                        fmrs: Sequence[float] = TABLE_FMRS) -> list[OperatingPoint]:
     """The points of a calibration table: each FMR the data supports with >= ``MIN_FALSE_MATCHES`` pairs."""
@@ -339,6 +394,31 @@ class Evaluation:
     bundle_version: str | None = None
     groups: list[GroupResult] = field(default_factory=list)
     accurate: Evaluation | None = None  # the same photos scored in accurate mode (fused), when asked
+    # pairs the product could not have compared (generalized rates): a rejection when genuine, a non-match
+    # when impostor; the masks drop compared pairs that count so (both photos fail the enrollment gate)
+    unusable_genuine: int = 0
+    unusable_impostor: int = 0
+    usable_genuine: np.ndarray | None = None
+    usable_impostor: np.ndarray | None = None
+    folds: list[tuple[float, float]] | None = None  # LFW 10-fold accuracy per fold: (plain, generalized)
+
+    def generalized(self, threshold: float | None) -> tuple[float | None, float | None]:
+        """(generalized FMR, generalized FNMR) when accepting scores <= ``threshold`` (ISO/IEC 19795-1)."""
+        if threshold is None:
+            return None, None
+        gen = self.genuine if self.usable_genuine is None else self.genuine[self.usable_genuine]
+        imp = self.impostor if self.usable_impostor is None else self.impostor[self.usable_impostor]
+        gen_tries = len(self.genuine) + self.unusable_genuine
+        imp_tries = len(self.impostor) + self.unusable_impostor
+        rejected = int(np.sum(gen > threshold)) + gen_tries - len(gen)
+        return (float(np.sum(imp <= threshold)) / imp_tries if imp_tries else None,
+                rejected / gen_tries if gen_tries else None)
+
+    def generalized_counts(self) -> tuple[int, int]:
+        """(genuine, impostor) attempted pairs counted without a comparison."""
+        drop_g = 0 if self.usable_genuine is None else int(np.sum(~self.usable_genuine))
+        drop_i = 0 if self.usable_impostor is None else int(np.sum(~self.usable_impostor))
+        return self.unusable_genuine + drop_g, self.unusable_impostor + drop_i
 
     @property
     def fta_rate(self) -> float:
@@ -369,8 +449,13 @@ class Evaluation:
             "skipped_pairs": self.skipped_pairs,
             "genuine_distance": distribution(self.genuine), "impostor_distance": distribution(self.impostor),
             "fnmr_at_fmr": [{"target_fmr": p.target_fmr, "threshold": p.threshold, "fnmr": p.fnmr,
-                             "false_matches": p.false_matches, "impostor_pairs": p.impostor_pairs}
+                             "false_matches": p.false_matches, "impostor_pairs": p.impostor_pairs,
+                             **dict(zip(("generalized_fmr", "generalized_fnmr"), self.generalized(p.threshold),
+                                        strict=True))}
                             for p in self.operating_points()],
+            "generalized": {"rule": GENERALIZED_RULE, "unusable_genuine_pairs": self.generalized_counts()[0],
+                            "unusable_impostor_pairs": self.generalized_counts()[1]},
+            **({"ten_fold": ten_fold_summary(self.folds)} if self.folds else {}),
             "eer": {"rate": eer, "threshold": eer_thr},
             "best_accuracy": {"accuracy": acc, "threshold": acc_thr},
             "shipped_thresholds": [{"target_fmr": f, "threshold": t, "fnmr": fnmr, "fmr": fmr}
@@ -381,6 +466,13 @@ class Evaluation:
                                        for f, t, fnmr, fmr in g.at_shipped]} for g in self.groups],
             **({"accurate": self.accurate.summary()} if self.accurate else {}),
         }
+
+
+def ten_fold_summary(folds: list[tuple[float, float]]) -> dict[str, Any]:
+    plain, generalized = np.asarray([f[0] for f in folds]), np.asarray([f[1] for f in folds])
+    return {"folds": len(folds), "accuracy_mean": float(plain.mean()), "accuracy_std": float(plain.std()),
+            "generalized_accuracy_mean": float(generalized.mean()),
+            "generalized_accuracy_std": float(generalized.std()), "per_fold": [list(f) for f in folds]}
 
 
 def distribution(values: np.ndarray) -> dict[str, float | int]:
@@ -432,7 +524,7 @@ def measure(data: Path, *, images: Path | None = None, groups: Path | None = Non
         if groups:
             raise InvalidInput("--groups needs a folder of people, not a pairs file")
         ev = evaluate_pairs(engine, read_pairs(data, images), shipped=shipped, progress=progress,
-                            dataset=dataset or data.name)
+                            dataset=dataset or data.name, fusion=fusion)
     else:
         raise InvalidInput(f"{data} is neither a folder of people nor a pairs file")
     ev.bundle_version = bundle.version
@@ -461,18 +553,36 @@ def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | N
     people = len({label for _, label in samples})
     ev = Evaluation(dataset or root.name, "folder", engine.model_id, engine.settings.backend, len(samples),
                     genuine, impostor, emb.not_acquired, emb.quality_rejected, people=people, shipped=shipped)
+    unusable = unusable_folder_pairs(ev, [label for _, label in samples], emb.unenrollable(), labels)
     if groups and shipped:
         ev.groups = group_results(emb.vectors, labels, groups, shipped)
     if fusion is not None:
         assert emb.facenet is not None
         fused = fused_pairs(emb.vectors, emb.facenet, labels, fusion)
         ev.accurate = Evaluation(ev.dataset, "folder", fusion.table.model_id, engine.settings.backend, len(samples),
-                                 *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table)
+                                 *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table,
+                                 **unusable)
         if groups:
             facenet = emb.facenet
             ev.accurate.groups = group_results(emb.vectors, labels, groups, fusion.table,
                                                lambda m: fused_pairs(emb.vectors[m], facenet[m], labels[m], fusion))
     return ev
+
+
+def unusable_folder_pairs(ev: Evaluation, all_labels: list[str], unenrollable: np.ndarray,
+                          labels: np.ndarray) -> dict[str, Any]:
+    """Set (and return) ``ev``'s generalized-rate fields: every pair of photos in the folder was attempted."""
+    sizes = np.unique(np.asarray(all_labels), return_counts=True)[1]
+    same_tries = int(np.sum(sizes * (sizes - 1) // 2))
+    all_tries = len(all_labels) * (len(all_labels) - 1) // 2
+    out: dict[str, Any] = {"unusable_genuine": same_tries - len(ev.genuine),
+                           "unusable_impostor": all_tries - same_tries - len(ev.impostor)}
+    if unenrollable.any():
+        both_genuine, both_impostor = both_flagged(unenrollable, labels)
+        out |= {"usable_genuine": ~both_genuine, "usable_impostor": ~both_impostor}
+    for name, value in out.items():
+        setattr(ev, name, value)
+    return out
 
 
 def group_results(vectors: np.ndarray, labels: np.ndarray, groups: dict[str, dict[str, str]],
@@ -505,22 +615,45 @@ def _is_number(text: str) -> bool:
 
 
 def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: CalibrationTable | None = None,
-                   progress: Progress | None = None, dataset: str = "pairs") -> Evaluation:
-    """Only the listed pairs; a pair with a photo where no face was found is skipped and counted."""
+                   progress: Progress | None = None, dataset: str = "pairs",
+                   fusion: FusionCalibration | None = None) -> Evaluation:
+    """Only the listed pairs; a pair the product could not compare is skipped for the plain rates and counted
+    for the generalized ones. With ``fusion``, ``accurate`` holds the fused scores of the same pairs."""
     photos = sorted({p for pair in pairs for p in (pair.a, pair.b)})
-    emb = embed_photos(engine, photos, progress)
+    emb = embed_photos(engine, photos, progress, accurate=fusion is not None)
     where = emb.index()
-    genuine, impostor, skipped = [], [], 0
-    for pair in pairs:
-        ia, ib = where.get(pair.a), where.get(pair.b)
-        if ia is None or ib is None:
-            skipped += 1
-            continue
-        d = float(np.linalg.norm(emb.vectors[ia].astype(np.float64) - emb.vectors[ib]))
-        (genuine if pair.same else impostor).append(d)
-    return Evaluation(dataset, "pairs", engine.model_id, engine.settings.backend, len(photos),
-                      np.asarray(genuine), np.asarray(impostor), emb.not_acquired, emb.quality_rejected,
-                      skipped_pairs=skipped, shipped=shipped)
+    unenrollable = emb.unenrollable()
+    a = np.asarray([where.get(pair.a, -1) for pair in pairs])
+    b = np.asarray([where.get(pair.b, -1) for pair in pairs])
+    same = np.asarray([pair.same for pair in pairs], bool)
+    compared = (a >= 0) & (b >= 0)
+    usable = compared.copy()
+    usable[compared] = ~(unenrollable[a[compared]] & unenrollable[b[compared]])
+    dlib = np.full(len(pairs), np.inf)
+    dlib[compared] = np.linalg.norm(emb.vectors[a[compared]].astype(np.float64) - emb.vectors[b[compared]], axis=1)
+    folds = np.asarray([-1 if pair.fold is None else pair.fold for pair in pairs])
+
+    def evaluation(model_id: str, scores: np.ndarray, table: CalibrationTable | None) -> Evaluation:
+        ev = Evaluation(dataset, "pairs", model_id, engine.settings.backend, len(photos), scores[compared & same],
+                        scores[compared & ~same], emb.not_acquired, emb.quality_rejected,
+                        skipped_pairs=int(np.sum(~compared)), shipped=table,
+                        unusable_genuine=int(np.sum(~compared & same)),
+                        unusable_impostor=int(np.sum(~compared & ~same)),
+                        usable_genuine=usable[compared & same], usable_impostor=usable[compared & ~same])
+        if len(pairs) and (folds >= 0).all() and len(np.unique(folds)) > 1:
+            plain = ten_fold(scores[compared], same[compared], folds[compared])
+            general = ten_fold(np.where(usable, scores, np.inf), same, folds)
+            ev.folds = list(zip(plain, general, strict=True)) if len(plain) == len(general) else None
+        return ev
+
+    ev = evaluation(engine.model_id, dlib, shipped)
+    if fusion is not None:
+        assert emb.facenet is not None
+        side = centred(emb.facenet, fusion)
+        fused = np.full(len(pairs), np.inf)
+        fused[compared] = fusion.score(dlib[compared], np.linalg.norm(side[a[compared]] - side[b[compared]], axis=1))
+        ev.accurate = evaluation(fusion.table.model_id, fused, fusion.table)
+    return ev
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -549,7 +682,7 @@ def plot(ev: Evaluation, path: Path) -> None:
     if ev.accurate is not None and len(ev.accurate.genuine) and len(ev.accurate.impostor):
         afmr, afnmr = det_points(ev.accurate.genuine, ev.accurate.impostor)
         det.plot(np.maximum(afmr, floor_fmr), np.maximum(afnmr, floor_fnmr), lw=1.8, color="C2",
-                 label="accurate: dlib + FaceNet fused")
+                 label="accurate: fused")
     for p in ev.operating_points():
         if p.fnmr is not None and p.measured_fmr is not None:
             det.plot(max(p.measured_fmr, floor_fmr), max(p.fnmr, floor_fnmr), "o", color="C3")
@@ -615,17 +748,24 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
         if d["count"]:
             lines.append(f"| {name} | {d['count']:,} | {d['mean']:.4f} | {d['std']:.4f} | {d['min']:.4f} | "
                          f"{d['p01']:.4f} | {d['median']:.4f} | {d['p99']:.4f} | {d['max']:.4f} |")
+    unusable_g, unusable_i = ev.generalized_counts()
     lines += ["", "## FNMR at fixed FMR (thresholds measured on this data)", "",
-              "| target FMR | threshold | FNMR | impostor pairs accepted | of |", "|---|---|---|---|---|"]
+              "| target FMR | threshold | FNMR | impostor pairs accepted | of | generalized FNMR | generalized FMR |",
+              "|---|---|---|---|---|---|---|"]
     for p in ev.operating_points():
         if p.threshold is None:
             lines.append(f"| {p.target_fmr:g} | not measurable: needs >= {math.ceil(1 / p.target_fmr):,} impostor"
-                         f" pairs | | | {p.impostor_pairs:,} |")
+                         f" pairs | | | {p.impostor_pairs:,} | | |")
         else:
+            gfmr, gfnmr = ev.generalized(p.threshold)
             lines.append(f"| {p.target_fmr:g} | {p.threshold:.4f} | {_pct(p.fnmr)} | {p.false_matches:,} | "
-                         f"{p.impostor_pairs:,} |")
+                         f"{p.impostor_pairs:,} | {_pct(gfnmr)} | {_rate(gfmr)} |")
     lines += ["", "An FMR resting on fewer than 10 accepted impostor pairs is a rough estimate; one resting on"
-              " none cannot be measured here.", ""]
+              " none cannot be measured here.",
+              f"Generalized rates (ISO/IEC 19795-1) count every attempted pair: {GENERALIZED_RULE}. Here"
+              f" {unusable_g:,} genuine and {unusable_i:,} impostor pairs could not be compared.", ""]
+    if ev.folds:
+        lines += ten_fold_lines(ev)
     if s["eer"]["rate"] is not None:
         lines += [f"- **EER**: {_pct(s['eer']['rate'])} (threshold {s['eer']['threshold']:.4f})",
                   f"- **accuracy at the best single threshold**: {_pct(s['best_accuracy']['accuracy'], 3)}"
@@ -651,12 +791,22 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
     return "\n".join(lines)
 
 
+def ten_fold_lines(ev: Evaluation, label: str = "") -> list[str]:
+    """LFW's 10-fold accuracy, plain (compared pairs only) and generalized (an uncompared pair decided 'different')."""
+    t = ten_fold_summary(ev.folds or [])
+    return [f"- **10-fold accuracy{label}** (threshold chosen on 9 folds, tested on the 10th): "
+            f"{100 * t['accuracy_mean']:.2f}% ± {100 * t['accuracy_std']:.2f}% over the pairs compared;"
+            f" {100 * t['generalized_accuracy_mean']:.2f}% ± {100 * t['generalized_accuracy_std']:.2f}% counting"
+            " a pair the product could not compare as 'different'", ""]
+
+
 def side_by_side(fast: Evaluation, accurate: Evaluation) -> list[str]:
     """Fast and accurate mode on the same pairs: FNMR at each FMR with its interval, EER, shipped thresholds."""
     lines = ["## Fast and accurate side by side", "",
              f"The same {len(fast.genuine):,} genuine and {len(fast.impostor):,} impostor pairs, scored by dlib"
-             " alone (fast) and by the fused dlib + FaceNet score (accurate). Thresholds are measured on this data;"
-             " brackets are 95% Wilson intervals over genuine pairs (pairs share photos, so they are optimistic).",
+             " alone (fast) and by the fused score of dlib and the side model (accurate). Thresholds are measured"
+             " on this data; brackets are 95% Wilson intervals over genuine pairs (pairs share photos, so they are"
+             " optimistic).",
              "", "| target FMR | fast FNMR [95% CI] | accurate FNMR [95% CI] | impostor pairs accepted"
              " (fast / accurate) |", "|---|---|---|---|"]
     for pf, pa in zip(fast.operating_points(), accurate.operating_points(), strict=True):
@@ -674,6 +824,16 @@ def side_by_side(fast: Evaluation, accurate: Evaluation) -> list[str]:
         ef, ea = equal_error_rate(fast.genuine, fast.impostor)[0], equal_error_rate(accurate.genuine,
                                                                                       accurate.impostor)[0]
         lines += ["", f"EER: fast {_pct(ef)}, accurate {_pct(ea)}."]
+        general = []
+        for pf, pa in zip(fast.operating_points(), accurate.operating_points(), strict=True):
+            if pf.threshold is not None and pa.threshold is not None:
+                general.append(f"{pf.target_fmr:g}: fast {_pct(fast.generalized(pf.threshold)[1])}, accurate"
+                               f" {_pct(accurate.generalized(pa.threshold)[1])}")
+        if general:
+            lines += ["", "Generalized FNMR (a pair the product could not compare is a rejection) at FMR "
+                      + "; ".join(general) + "."]
+    if accurate.folds:
+        lines += ["", *ten_fold_lines(accurate, " (accurate)")]
     if accurate.shipped:
         lines += ["", f"Accurate mode's shipped thresholds (fused score; {accurate.shipped.source}):", "",
                   *_shipped_table(accurate)]

@@ -33,8 +33,8 @@ def run(
     calibration_out: Annotated[Path | None, typer.Option(help="Also write a calibration table (the "
                                                               "data/calibration.json structure).")] = None,
     plot: Annotated[bool, typer.Option(help="Draw the DET curve and distributions (needs matplotlib).")] = True,
-    modes: Annotated[str, typer.Option("--modes", help="fast, or both: fast and accurate (dlib + FaceNet fused) "
-                                                       "side by side on the same pairs (folders only).")] = "both",
+    modes: Annotated[str, typer.Option("--modes", help="fast, or both: fast and accurate (dlib and the side "
+                                                       "model fused) side by side on the same pairs.")] = "both",
 ) -> None:
     """Accuracy on labelled photos: FTE, distance distributions, FNMR at FMR, EER, DET curve (Markdown + PNG)."""
     from facekeeper.cli import main as cli
@@ -68,15 +68,30 @@ def _human(out: Console, s: dict[str, Any], written: list[Path]) -> None:
         if p["threshold"] is None:
             out.print(f"  FMR {p['target_fmr']:g}: not measurable with {p['impostor_pairs']:,} impostor pairs")
         else:
-            out.print(f"  FMR {p['target_fmr']:g}: threshold {p['threshold']:.4f}, FNMR {100 * p['fnmr']:.2f}%")
+            out.print(f"  FMR {p['target_fmr']:g}: threshold {p['threshold']:.4f}, FNMR {100 * p['fnmr']:.2f}%"
+                      f" (generalized {100 * p['generalized_fnmr']:.2f}%)")
     if s["eer"]["rate"] is not None:
         out.print(f"  EER {100 * s['eer']['rate']:.2f}%, best-threshold accuracy"
                   f" {100 * s['best_accuracy']['accuracy']:.3f}%")
+    g = s["generalized"]
+    out.print(f"  generalized rates: {g['unusable_genuine_pairs']:,} genuine and {g['unusable_impostor_pairs']:,}"
+              f" impostor pairs could not be compared ({g['rule']})")
+    _ten_fold(out, s, "  ")
     if "accurate" in s:
-        out.print("  accurate mode (dlib + FaceNet fused), same pairs:")
+        out.print("  accurate mode (fused), same pairs:")
         for p in s["accurate"]["fnmr_at_fmr"]:
             if p["fnmr"] is not None:
-                out.print(f"    FMR {p['target_fmr']:g}: FNMR {100 * p['fnmr']:.2f}%")
+                out.print(f"    FMR {p['target_fmr']:g}: FNMR {100 * p['fnmr']:.2f}% (generalized"
+                          f" {100 * p['generalized_fnmr']:.2f}%)")
         if s["accurate"]["eer"]["rate"] is not None:
             out.print(f"    EER {100 * s['accurate']['eer']['rate']:.2f}%")
+        _ten_fold(out, s["accurate"], "    ")
     out.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _ten_fold(out: Console, s: dict[str, Any], indent: str) -> None:
+    if "ten_fold" in s:
+        t = s["ten_fold"]
+        out.print(f"{indent}10-fold accuracy {100 * t['accuracy_mean']:.2f}% ± {100 * t['accuracy_std']:.2f}%"
+                  f" (generalized {100 * t['generalized_accuracy_mean']:.2f}%"
+                  f" ± {100 * t['generalized_accuracy_std']:.2f}%)")
