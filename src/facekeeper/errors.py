@@ -21,6 +21,8 @@ class FacekeeperError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        # The audit's outcome when it must say more than the caller is told (a refusal masked as "unknown").
+        self.audited_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.details}
@@ -248,6 +250,23 @@ class ServiceUnavailable(FacekeeperError):
     code = "service-unavailable"
     exit_code = 55
     http_status = 503
+
+
+class LivenessRequired(FacekeeperError):
+    """The purpose needs a fresh ``live`` liveness session whose frames show the probe's face, and there is
+    none: not given, not live, expired, already used, another purpose's, or another face's."""
+
+    code = "liveness-required"
+    exit_code = 58
+    http_status = 403
+
+
+class LivenessAttempts(FacekeeperError):
+    """Too many liveness attempts that were not ``live``, from this device or for this person: wait."""
+
+    code = "liveness-attempts"
+    exit_code = 59
+    http_status = 429
 
 
 class InvalidInput(FacekeeperError):

@@ -55,6 +55,7 @@ from facekeeper.gate.decision import (
     vote,
     within_passback,
 )
+from facekeeper.liveness.core import Liveness, LivenessChallenge, LivenessResult
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, refused, similarity
 from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
 from facekeeper.privacy.audit import ChainReport
@@ -240,6 +241,7 @@ class Service:
         self.actor = actor or default_actor()
         self.privacy = Privacy(settings, key, gallery, self.clock)
         self._calibration: SiteCalibration | None = None
+        self._liveness_state: Liveness | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -530,7 +532,7 @@ class Service:
     @operation("verify", purpose="default", cost="photo")
     def verify(self, probe: ImageSource, reference: ImageSource | None = None, *,
                subject_id: str | None = None, fmr: float | None = None, purpose: str | None = None,
-               actor: Actor | None = None) -> VerifyResult:
+               actor: Actor | None = None, liveness_session: str | None = None) -> VerifyResult:
         """1:1. Against another image, or against an enrolled subject (its best template per model).
 
         Against a subject, the subject needs a live consent for the purpose, checked before the probe is
@@ -544,7 +546,7 @@ class Service:
             fmr = self._verify_fmr(op, fmr)
             pseudonym = None if subject_id is None else self._matchable_subject(op, subject_id)
             accurate = self._accurate(op)
-            probe_vec = self._probe(probe, accurate)
+            probe_vec = self._liveness_gate(op, liveness_session, pseudonym, lambda: self._probe(probe, accurate))
             if reference is not None:
                 ref = self._probe(reference, accurate)
                 distance = float(np.linalg.norm(probe_vec.dlib - ref.dlib))
@@ -567,6 +569,7 @@ class Service:
         Always fast: the terminal sends a dlib descriptor only."""
         with self.privacy.operation(actor, "verify", purpose, operation="verify") as op:
             self._require("verify")
+            Liveness.refuse_edge(op)
             fmr = self._verify_fmr(op, fmr)
             probe_vec = self._outside_descriptor(op, descriptor, model_id)
             try:
@@ -619,7 +622,7 @@ class Service:
 
         To a role that cannot read consents (a device), a subject without live consent for the purpose is
         an unknown subject, in the same words: otherwise a gate learns who is enrolled for other purposes.
-        The audit entry still names the subject, so the auditor sees what happened.
+        The audit entry still names the subject and the true reason, so the auditor sees what happened.
         """
         pseudonym = self.gallery.resolve(subject_id)
         try:
@@ -627,8 +630,10 @@ class Service:
         except errors.ConsentRequired:
             if may(op.actor.role, "consent.list"):
                 raise
-            raise errors.UnknownSubject(f"no subject '{subject_id}' in this gallery: 'facekeeper subjects list' shows"
-                                 " them") from None
+            masked = errors.UnknownSubject(f"no subject '{subject_id}' in this gallery: 'facekeeper subjects list'"
+                                           " shows them")
+            masked.audited_as = "refused:consent-required"  # the caller is told less than the auditor
+            raise masked from None
         return pseudonym
 
     def _verified(self, op: Operation, pseudonym: str | None, result: VerifyResult) -> VerifyResult:
@@ -640,7 +645,8 @@ class Service:
 
     @operation("identify", purpose="default", cost="photo")
     def identify(self, probe: ImageSource, k: int | None = None, fpir: float | None = None, *,
-                 purpose: str | None = None, actor: Actor | None = None) -> IdentifyResult:
+                 purpose: str | None = None, actor: Actor | None = None,
+                 liveness_session: str | None = None) -> IdentifyResult:
         """1:N. Answers with the best subject only when it is within the threshold for the stated FPIR.
 
         Only subjects with a live consent for the purpose are searched (and counted for the FPIR). In
@@ -648,7 +654,8 @@ class Service:
         """
         with self.privacy.operation(actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
-            return self._identify(op, self._probe(probe, self._accurate(op)), k, fpir, self._note(op))
+            probe_vec = self._liveness_gate(op, liveness_session, None, lambda: self._probe(probe, self._accurate(op)))
+            return self._identify(op, probe_vec, k, fpir, self._note(op))
 
     @operation("identify", purpose="default")
     def identify_descriptor(self, descriptor: np.ndarray, k: int | None = None, fpir: float | None = None, *,
@@ -658,6 +665,7 @@ class Service:
         be this engine's. Always fast, as ``verify_descriptor``."""
         with self.privacy.operation(actor, "identify", purpose, operation="identify") as op:
             self._require("identify")
+            Liveness.refuse_edge(op)
             note = EDGE_FAST if self._accurate(op) else self._note(op)
             result = self._identify(op, Probe(self._outside_descriptor(op, descriptor, model_id)), k, fpir, note)
             note_answer(self.settings.deployment_id, op.actor, op.now, unknown=result.match is None)
@@ -818,6 +826,47 @@ class Service:
             out.append((c, d))
         out.sort(key=lambda cd: (not cd[1].match, cd[1].estimated_fmr, cd[1].mode != "accurate", cd[1].distance))
         return out
+
+    # -- liveness -------------------------------------------------------------------------------
+    @operation("liveness.start", purpose="default")
+    def liveness_start(self, subject_id: str | None = None, *, steps: int | None = None, purpose: str | None = None,
+                       actor: Actor | None = None) -> LivenessChallenge:
+        """Open a challenge-response liveness session: an id, a nonce and 2-3 actions to make in order.
+
+        The terminal shows each action ``step_seconds`` apart and sends the frames within ``expires_at``;
+        attempts that were not live are limited per terminal and per person (``liveness.sessions``).
+        """
+        with self.privacy.operation(actor, "liveness.start", purpose, needs_purpose=True) as op:
+            subject = None if subject_id is None else self.gallery.find(subject_id)
+            return self._liveness().start(op, subject, steps)
+
+    @operation("liveness.submit", cost="photo")
+    def liveness_submit(self, session_id: str, nonce: str, frames: Sequence[bytes] = (),
+                        times: Sequence[float] = (), *, video: bytes | None = None,
+                        actor: Actor | None = None) -> LivenessResult:
+        """Answer a liveness session with its frames (timestamped photos, or a short video): live, spoof or
+        uncertain, with the reasons and timings. Frames are measured in memory and dropped; the audit keeps
+        the challenge, the decision and its reasons."""
+        liveness = self._liveness()
+        with self.privacy.operation(actor, "liveness.submit") as op:
+            session = liveness.session(session_id)
+            op.purpose, op.subject = session.purpose, session.subject
+            return liveness.submit(op, session, nonce, frames, times, video)
+
+    def _liveness(self) -> Liveness:
+        if self._liveness_state is None:
+            self._liveness_state = Liveness(self.gallery.store, self._key, self.engine, self.privacy)
+        self._liveness_state.engine = self.engine
+        return self._liveness_state
+
+    def _liveness_gate(self, op: Operation, session_id: str | None, subject: str | None,
+                       probe: Callable[[], Probe]) -> Probe:
+        """The probe, once the purpose's liveness rule holds (``Liveness.gate``: a fresh live session of the
+        purpose, whose frames show the probe's face, used up here)."""
+        assert op.purpose_settings is not None
+        if op.purpose_settings.liveness != "active":
+            return probe()
+        return self._liveness().gate(op, session_id, subject, probe, lambda p: p.dlib)
 
     @operation("subject.list")
     def subjects(self, *, actor: Actor | None = None) -> list[SubjectInfo]:

@@ -116,8 +116,8 @@ class Privacy:
             yield op
         except FacekeeperError as exc:
             kind = "refused" if exc.http_status in (403, 409) else "failed"
-            self.audit.record(actor, action, f"{kind}:{exc.code}", at=op.now, purpose=op.purpose or purpose,
-                              subject=op.subject)
+            self.audit.record(actor, action, exc.audited_as or f"{kind}:{exc.code}", at=op.now,
+                              purpose=op.purpose or purpose, subject=op.subject)
             raise
         if not op.audited:
             self.audit.record(actor, action, "ok", at=op.now, purpose=op.purpose, subject=op.subject)
@@ -133,7 +133,7 @@ class Privacy:
     def audit_outcome(self, actor: Actor, action: str, error: FacekeeperError | None) -> int:
         """The one entry of an operation whose work wrote none: ``ok``, or why it was refused or failed."""
         kind = "refused" if error is not None and error.http_status in (403, 409) else "failed"
-        outcome = "ok" if error is None else f"{kind}:{error.code}"
+        outcome = "ok" if error is None else error.audited_as or f"{kind}:{error.code}"
         return self.audit.record(actor, action, outcome, at=self.clock())
 
     def append(self, db: Connection, op: Operation, outcome: str, *, subject: str | None = None,
