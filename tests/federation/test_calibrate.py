@@ -197,3 +197,31 @@ def test_accurate_mode_is_calibrated_on_fused_scores_and_decides_with_the_adopte
         assert parts["accurate"][0].sum() == parts["fast"][0].sum() > 0  # the same pairs, scored both ways
     finally:
         svc.close()
+
+
+def test_below_the_supported_rates_the_site_tail_is_extrapolated_with_an_interval() -> None:
+    from statistics import NormalDist
+
+    from facekeeper.federation.calibrate import measure_distances
+    from facekeeper.federation.pairs import PairDistances
+
+    rng = np.random.default_rng(5)
+    d = PairDistances("fast", rng.normal(0.9, 0.08, 120_000), rng.normal(0.35, 0.05, 600), subjects=40)
+    mode = Mode("fast", "dlib-resnet-v1", ("dlib-resnet-v1",))
+    m = measure_distances(d, mode, PairPlan(8, 4, 6), (1e-2, 1e-3, 1e-5, 1e-6), None, 0.0)
+    assert [p.fmr for p in m.points] == [1e-2, 1e-3] and [r["fmr"] for r in m.refused] == [1e-5, 1e-6]
+    rows = {row["fmr"]: row for row in m.to_dict()["tail"]["extrapolated"]}
+    true = NormalDist(0.9, 0.08).inv_cdf(1e-6)
+    low, high = rows[1e-6]["ci95"]
+    assert low <= true <= high and low <= rows[1e-6]["threshold"] <= high < rows[1e-5]["threshold"]
+    assert m.table is not None and m.table.threshold(1e-6).extrapolated  # adopted, the table carries the fit
+    few = PairDistances("fast", d.impostor[:1000], d.genuine, subjects=40)
+    assert measure_distances(few, mode, PairPlan(8, 4, 6), (1e-2,), None, 0.0).to_dict()["tail"] is None
+
+
+def test_an_adopted_site_table_carries_its_tail_fit(calibrated_site) -> None:
+    svc = calibrated_site
+    svc.calibration.measure(ADMIN, None, (1e-2, 1e-3, 1e-4), PairPlan(30, 20, 15))
+    adopted = svc.calibration.adopt(ADMIN)
+    assert adopted.tail is not None and svc.table.tail == adopted.tail
+    assert svc.table.threshold(1e-6).extrapolated

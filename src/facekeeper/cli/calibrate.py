@@ -47,19 +47,26 @@ def print_measurement(m: dict[str, Any]) -> None:
     site = {p["fmr"]: p for p in m["points"]}
     table = Table("FMR", "shipped", "site", "site 95% CI", "FNMR site", "FMR of shipped here", "FNMR shipped")
     refused = {r["fmr"] for r in m["refused"]}
+    tail = {e["fmr"]: e for e in (m.get("tail") or {}).get("extrapolated", [])}
     for f in sorted(set(shipped) | set(site) | refused, reverse=True):
-        s, p = shipped.get(f), site.get(f)
+        s, p, e = shipped.get(f), site.get(f), tail.get(f)
         here = "-"
         if s:  # none of the pairs got through: say how small a rate they could have shown
             here = f"{s['site_fmr']:.2g}" if s["site_fmr"] else f"<{1 / max(m['impostor_pairs'], 1):.1g}"
-        table.add_row(f"{f:g}", _fmt(s["threshold"] if s else None),
-                      _fmt(p["threshold"]) if p else ("refused" if f in refused else "-"),
-                      f"{p['ci95'][0]:.4f}-{p['ci95'][1]:.4f}" if p else "-", _fmt(p["fnmr"] if p else None), here,
-                      _fmt(s["site_fnmr"] if s else None))
+        measured = _fmt(p["threshold"]) if p else ("refused" if f in refused else "-")
+        interval = f"{p['ci95'][0]:.4f}-{p['ci95'][1]:.4f}" if p else "-"
+        if e:
+            measured, interval = f"{e['threshold']:.4f} extrapolated", f"{e['ci95'][0]:.4f}-{e['ci95'][1]:.4f}"
+        table.add_row(f"{f:g}", _fmt(s["threshold"] if s else None), measured, interval,
+                      _fmt(p["fnmr"] if p else None), here, _fmt(s["site_fnmr"] if s else None))
     cli.out.print(table)
     for r in m["refused"]:
-        cli.out.print(f"FMR {r['fmr']:g} refused: {m['rule']} and {r['needs_subjects']} subjects; this gallery"
+        cli.out.print(f"FMR {r['fmr']:g} refused as a measurement: {m['rule']} and {r['needs_subjects']} subjects; this gallery"
                       f" gives {r['have']} pairs from {r['subjects']} subjects (needs {r['needs_impostor_pairs']})")
+    if tail:
+        cli.out.print(f"Below the measured rates the thresholds are extrapolated from the site's impostor tail"
+                      f" ({m['tail']['method']}, {m['tail']['exceedances']} lowest pairs); an adopted table carries"
+                      " the fit, and each purpose's beyond_table decides whether it is used.")
     cli.out.print("The interval assumes independent pairs; pairs sharing a subject are not, so the real one is"
                   " wider. 'facekeeper calibrate adopt' decides with the site table from now on.")
 

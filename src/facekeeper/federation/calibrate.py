@@ -12,6 +12,11 @@ proposal; ``adopt`` makes the service decide with it, ``revert`` returns to the 
 audited, and the file holding proposals and adopted tables is MAC'd with a key derived from the deployment
 key, so whoever can write the data folder cannot loosen the thresholds. Outputs are aggregates only:
 counts, distances, rates; never a subject, a template or a pair.
+
+Below the lowest FMR the pairs support, the site's own impostor tail is fitted (``facekeeper.tail``) when
+there are enough pairs: the refused FMRs are shown with the tail's threshold and 95% interval, marked
+extrapolated, and an adopted table carries the fit, so decisions past its points follow the purpose's
+``beyond_table`` as with the signed one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from facekeeper.gallery.gallery import Gallery
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.matching import CalibrationTable
 from facekeeper.privacy import Actor, Privacy
+from facekeeper.tail import METHOD as TAIL_METHOD
+from facekeeper.tail import TailFit, fit_tail
 
 PURPOSE = "model-improvement"
 MIN_FALSE_MATCHES = 30  # an FMR f needs >= 30 / f impostor pairs
@@ -86,6 +93,7 @@ class Measurement:
     shipped: list[ShippedCheck]
     measured_at: float
     table: CalibrationTable | None = field(default=None)
+    tail: TailFit | None = None  # the site's impostor tail, when there were enough pairs to fit it
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "table": self.table_key, "subjects": self.subjects,
@@ -93,7 +101,23 @@ class Measurement:
                 "per_subject_cap": {"impostor": self.plan.impostor_cap, "genuine": self.plan.genuine},
                 "rule": f"an FMR f needs at least {MIN_FALSE_MATCHES}/f impostor pairs",
                 "points": [p.to_dict() for p in self.points], "refused": self.refused,
-                "shipped": [s.to_dict() for s in self.shipped], "measured_at": iso(self.measured_at)}
+                "shipped": [s.to_dict() for s in self.shipped], "measured_at": iso(self.measured_at),
+                "tail": self.tail_summary()}
+
+    def tail_summary(self) -> dict[str, Any] | None:
+        """The fit and, for each refused FMR, its extrapolated threshold and 95% interval (aggregates only)."""
+        if self.tail is None:
+            return None
+        t = self.tail
+        rows = []
+        for r in self.refused:
+            value, (low, high) = t.threshold(r["fmr"]), t.interval(r["fmr"])
+            if self.table is not None and r["fmr"] < self.table.min_fmr:  # as the table answers: never looser
+                th = self.table.threshold(r["fmr"])
+                value, (low, high) = th.value, th.interval or (low, high)
+            rows.append({"fmr": r["fmr"], "threshold": round(value, 4), "ci95": [round(low, 4), round(high, 4)]})
+        return {"method": TAIL_METHOD, "exceedances": t.exceedances, "p_u": t.p_u, "xi": round(t.xi, 4),
+                "extrapolated": rows}
 
 
 def iso(ts: float) -> str:
@@ -129,14 +153,15 @@ def measure_distances(d: PairDistances, mode: Mode, plan: PairPlan, fmrs: Sequen
         for f, t in shipped.points:
             fnmr = float(np.mean(d.genuine > t)) if len(d.genuine) else None
             checks.append(ShippedCheck(f, t, float(np.searchsorted(imp, t, side="right")) / len(imp), fnmr))
+    tail = fit_tail(imp) if d.subjects >= MIN_SUBJECTS else None
     m = Measurement(mode.name, mode.table_key, d.subjects, len(imp), len(d.genuine), plan, points, refused,
-                    checks, now)
+                    checks, now, tail=tail)
     if points:
         m.table = CalibrationTable(
             mode.table_key,
             f"site self-calibration {iso(now)[:10]}: {d.subjects} subjects, {len(imp)} impostor and"
             f" {len(d.genuine)} genuine pairs (at most {plan.impostor_cap} impostor pairs per subject)",
-            len(imp), len(d.genuine), tuple(sorted((p.fmr, round(p.threshold, 4)) for p in points)))
+            len(imp), len(d.genuine), tuple(sorted((p.fmr, round(p.threshold, 4)) for p in points)), tail)
     return m
 
 
