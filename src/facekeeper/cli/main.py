@@ -28,6 +28,7 @@ from facekeeper.cli import evaluate
 from facekeeper.cli import federate as federate_cli
 from facekeeper.cli import gate as gate_cli
 from facekeeper.cli import license as license_cli
+from facekeeper.cli import liveness as liveness_cli
 from facekeeper.cli import privacy as privacy_cli
 from facekeeper.cli import server as server_cli
 from facekeeper.errors import FacekeeperError, InvalidInput
@@ -54,6 +55,7 @@ app.add_typer(server_cli.app)  # serve, tenants, keys: the HTTP service
 app.add_typer(calibrate_cli.app, name="calibrate")
 app.add_typer(federate_cli.app, name="federate")
 app.add_typer(db_cli.app, name="db")
+app.add_typer(liveness_cli.app, name="liveness")
 app.add_typer(gate_cli.app, name="gate")
 
 out = Console(soft_wrap=True)
