@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facekeeper import contract, egress
+from facekeeper import contract, egress, web
 from facekeeper.api import problems
 from facekeeper.api.auth import Caller, token_of
 from facekeeper.api.keys import KeyStore
@@ -206,12 +206,13 @@ def create_app(layout: Layout, settings: ServerSettings | None = None, *, runner
                   runner or make_runner(layout, settings))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
             ctx.runner.close()
             keys.close()
+            app.state.accounts.close()
 
     app = FastAPI(
         title="facekeeper",
@@ -230,6 +231,7 @@ def create_app(layout: Layout, settings: ServerSettings | None = None, *, runner
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    web.register(app)  # the console: /console and /me, outside the OpenAPI document
     app.add_middleware(Guard, ctx=ctx)
     return app
 

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from facekeeper import config
 from facekeeper.cli import calibrate as calibrate_cli
+from facekeeper.cli import console as console_cli
 from facekeeper.cli import db as db_cli
 from facekeeper.cli import evaluate
 from facekeeper.cli import federate as federate_cli
@@ -57,6 +58,7 @@ app.add_typer(federate_cli.app, name="federate")
 app.add_typer(db_cli.app, name="db")
 app.add_typer(liveness_cli.app, name="liveness")
 app.add_typer(gate_cli.app, name="gate")
+app.add_typer(console_cli.app, name="console")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
