@@ -694,12 +694,14 @@ class Service:
             allowed = self.privacy.allowed(op.purpose, op.now)
             fmr = per_comparison_fmr(fpir, len(allowed))
             everyone = len(allowed) == self.gallery.store.subject_count()
+            assert op.purpose_settings is not None
+            beyond = op.purpose_settings.beyond_table  # past the measured table: as identify decides
             answers: list[str | None] = []
             for vec in vectors:
                 hits = (self.gallery.search(vec, self.engine.model_id, 1, None if everyone else allowed)
                         if allowed else [])
-                answers.append(hits[0].pseudonym if hits and decide(self.table, hits[0].distance, fmr).match
-                               else None)
+                answers.append(hits[0].pseudonym if hits and refused(decide(self.table, hits[0].distance, fmr),
+                                                                     beyond).match else None)
             pseudonym, votes = vote(answers)
             note_answer(self.settings.deployment_id, op.actor, op.now, unknown=pseudonym is None)
             subject_id = self.gallery.identity(pseudonym)[0] if pseudonym is not None else None
