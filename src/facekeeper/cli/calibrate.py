@@ -61,8 +61,9 @@ def print_measurement(m: dict[str, Any]) -> None:
                       _fmt(p["fnmr"] if p else None), here, _fmt(s["site_fnmr"] if s else None))
     cli.out.print(table)
     for r in m["refused"]:
-        cli.out.print(f"FMR {r['fmr']:g} refused as a measurement: {m['rule']} and {r['needs_subjects']} subjects; this gallery"
-                      f" gives {r['have']} pairs from {r['subjects']} subjects (needs {r['needs_impostor_pairs']})")
+        cli.out.print(f"FMR {r['fmr']:g} refused as a measurement: {m['rule']} and {r['needs_subjects']} subjects;"
+                      f" this gallery gives {r['have']} pairs from {r['subjects']} subjects"
+                      f" (needs {r['needs_impostor_pairs']})")
     if tail:
         cli.out.print(f"Below the measured rates the thresholds are extrapolated from the site's impostor tail"
                       f" ({m['tail']['method']}, {m['tail']['exceedances']} lowest pairs); an adopted table carries"
