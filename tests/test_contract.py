@@ -72,6 +72,13 @@ def _gate_pin(site: Site) -> Args:
     return (_door(site),), {"subject_id": ENROLLED, "pin": issued.secret}
 
 
+def _liveness(site: Site) -> Args:
+    """A payment session answered with a still photo (decided spoof: the call itself succeeds)."""
+    started = site.svc.liveness_start(purpose="payment", actor=ADMIN)
+    photo = london(ENROLLED).read_bytes()
+    return (started.session_id, started.nonce, [photo] * 20, [i / 10 for i in range(20)]), {}
+
+
 # operation name -> the arguments of a call that succeeds for a permitted role (made as admin beforehand)
 CALLS: dict[str, Callable[[Site], Args]] = {
     "detect": lambda s: ((london("003").read_bytes(),), {"landmarks": 5}),
@@ -101,6 +108,8 @@ CALLS: dict[str, Callable[[Site], Args]] = {
     "license_status": lambda s: ((), {}),
     "gate_decide": lambda s: (([s.descriptor], _door(s)), {"present_for": 1.0}),
     "gate_credential": _gate_pin,
+    "liveness_start": lambda s: ((), {"purpose": "payment"}),
+    "liveness_submit": _liveness,
     "manage_api_key": lambda s: (("created", lambda: {"key_id": "ak_x", "role": "device", "key_purpose": None}),
                                  {}),
 }

@@ -219,6 +219,9 @@ class PurposeSettings:
     # When a decision's FMR (1:N: FPIR / subjects searched) is below the lowest the table measured:
     # "extrapolate" decides at the impostor-tail fit's threshold (and says so), "refuse" matches nobody.
     beyond_table: str = "extrapolate"
+    # "active": verify and identify need a fresh live challenge-response session (``liveness_start``), whose
+    # frames show the probe's face; descriptors from edge terminals are refused. "none": no liveness check.
+    liveness: str = "none"
 
 
 def default_purposes() -> dict[str, PurposeSettings]:
@@ -234,6 +237,7 @@ def default_purposes() -> dict[str, PurposeSettings]:
     out["withdrawal"].verify_fmr = 1e-5
     for money in ("payment", "withdrawal"):
         out[money].beyond_table = "refuse"
+        out[money].liveness = "active"  # a photo or a video of the customer must not pay or take cash
     out["model-improvement"].operations = ["enroll"]
     out["model-improvement"].max_retention_days = 365
     out["model-improvement"].idle_days = 365
@@ -478,6 +482,8 @@ def validate_privacy(settings: Settings) -> None:
             raise ConfigError(f"purposes.{purpose}.mode must be 'fast' or 'accurate', not {ps.mode!r}")
         if not 0 <= ps.verify_fmr < 1:
             raise ConfigError(f"purposes.{purpose}.verify_fmr must be between 0 and 1 (0 = the default)")
+        if ps.liveness not in ("active", "none"):
+            raise ConfigError(f"purposes.{purpose}.liveness must be 'active' or 'none', not {ps.liveness!r}")
         if ps.beyond_table not in ("refuse", "extrapolate"):
             raise ConfigError(f"purposes.{purpose}.beyond_table must be 'refuse' or 'extrapolate',"
                               f" not {ps.beyond_table!r}")

@@ -23,10 +23,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "operator": frozenset({
         "enroll", "verify", "identify", "consent.grant", "consent.withdraw", "consent.list", "subject.erase",
         "subject.export", "subject.list", "credential.issue", "credential.revoke", "credential.check",
-        "sweep", "compliance.report", "detect",
+        "sweep", "compliance.report", "detect", "liveness.start", "liveness.submit",
     }),
     # gate.decide: a door decision of gate mode (a face pass or a PIN at the door), one audit entry each
-    "device": frozenset({"verify", "identify", "credential.check", "detect", "gate.decide"}),
+    # liveness.start/submit: a till or cash machine runs a challenge-response session before verify
+    "device": frozenset({"verify", "identify", "credential.check", "detect", "gate.decide", "liveness.start",
+                         "liveness.submit"}),
     "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify", "license.status",
                           "metrics.read"}),
 }
