@@ -496,7 +496,7 @@ async def system(request: Request, tenant: str) -> HTMLResponse:
     except FacekeeperError as exc:
         return problem(request, session, exc)
     settings = settings_of(request, tenant)
-    return page(request, "system.html", session, status=status.to_dict(), settings=settings)
+    return page(request, "system.html", session, lic=status.to_dict(), settings=settings)
 
 
 # -- admin -------------------------------------------------------------------------------------------------

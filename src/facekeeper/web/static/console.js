@@ -48,6 +48,7 @@ if (form) {
   start.addEventListener("click", async () => {
     try {
       video.srcObject = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: false});
+      await video.play();  // a photo taken before the first frame arrives would be black
       shoot.disabled = false;
       shoot.focus();
       say("Camera on: ask the person to look at it, then take a photo.");
