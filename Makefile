@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLOWER_VENV := .venv-flower
 FLOWER_REQS := src/facekeeper/publisher/flower_app/requirements.txt
 
-.PHONY: demo test lint clean flower-env federation-demo strace qemu-user
+.PHONY: demo test lint clean flower-env federation-demo strace qemu-user chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,16 @@ qemu-user:
 	  qemu-user=$(QEMU_DEB) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; }; } \
 	  || echo "qemu-user is not installed (needs root and apt-get): the emulated-CPU pgvector test will be skipped"
 
-test: lint flower-env strace qemu-user
+# tests/web drive the console in Debian's headless Chromium through Playwright (never 'playwright install': its
+# download cannot work here); installed like strace, else those browser tests are skipped and say why.
+CHROMIUM_DEB := 156.0.8078.114-1~deb12u1
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium=$(CHROMIUM_DEB) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; } \
+	  || echo "chromium is not installed (needs root and apt-get): the console's browser tests will be skipped"
+
+test: lint flower-env strace qemu-user chromium
 	$(VENV)/bin/pytest
 
 clean:
