@@ -9,6 +9,7 @@ signed receipt; the auditor checks the receipt, the audit chain and the egress c
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from facekeeper.api.keys import KeyStore
 from facekeeper.api.server import ServerProcess
 from facekeeper.api.tenants import Layout
+from facekeeper.bundle.trust import ENV_EVALUATION_KEY
 from facekeeper.client import Client, EdgeTerminal
 from facekeeper.publisher.testing import install_demo_license
 
@@ -95,4 +97,9 @@ def run(images: Path, workdir: Path) -> int:
             console.print(f"  metrics: {blocked}")
             ok &= blocked.endswith(" 0")
     say("Service stopped. " + ("Every step answered as expected." if ok else "A STEP FAILED"))
+    say("The web console on this deployment: one command serves it and prints its address and a one-time admin"
+        " sign-in link")
+    vendor_key = os.environ.get(ENV_EVALUATION_KEY, "")
+    console.print(f"  {ENV_EVALUATION_KEY}={vendor_key} .venv/bin/facekeeper console open --tenant {TENANT}"
+                  f" --root {layout.root} --key-root {layout.key_root}", markup=False)
     return 0 if ok else 1
