@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from facekeeper.api import demo as api_demo
-from facekeeper.errors import ConsentRequired, LicenseError
+from facekeeper.errors import ConsentRequired, LicenseError, LivenessRequired
 from facekeeper.privacy import ConsentForm
 from facekeeper.publisher.testing import install_demo_license
 from facekeeper.service import Service
@@ -134,6 +134,27 @@ def run(images: Path, workdir: Path) -> int:
         console.print(f"  answer: {r.match.subject_id if r.match else 'unknown'}: nearest is "
                       f"{r.candidates[0].decision.distance:.3f} away, over the threshold "
                       f"{r.candidates[0].decision.threshold:.3f} for FPIR {r.target_fpir:g}")
+
+        say("Payment requires active liveness: a photo or a video of the customer must not pay")
+        try:
+            svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="payment")
+        except LivenessRequired as exc:
+            console.print(f"  pay without a liveness session: refused ({exc.code}), photo never decoded")
+        started = svc.liveness_start(PAYMENT_ONLY, purpose="payment")
+        console.print(f"  the till opens session {started.session_id}: {' then '.join(started.challenge)}, each"
+                      f" {started.step_seconds:g} s apart, within {started.expires_at - clock.now:.0f} s")
+        printed = photo(images, PAYMENT_ONLY, "smiling").read_bytes()  # a printed photo held up to the camera
+        result = svc.liveness_submit(started.session_id, started.nonce, [printed] * 45, [i / 15 for i in range(45)])
+        console.print(f"  a still photo sent as 45 frames: {result.outcome} ({'; '.join(result.why)}), decided in"
+                      f" {result.timings_ms['measure'] + result.timings_ms['decide']:.0f} ms")
+        try:
+            svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="payment",
+                       liveness_session=started.session_id)
+        except LivenessRequired as exc:
+            console.print(f"  pay with that session: refused ({exc.code}: {exc.message})", markup=False)
+        svc.settings.purposes["payment"].liveness = "none"  # in memory only: this demo has no camera
+        console.print("  (this throwaway site has no camera: the till's matching below runs with payment's liveness"
+                      " switched off in memory, which no real site may do)")
 
         say(f"Purpose-bound: volunteer {PAYMENT_ONLY} consented to payment only, so the door never sees them")
         r = svc.identify(photo(images, PAYMENT_ONLY, "smiling"), purpose="access-control")

@@ -44,6 +44,7 @@ def test_no_photo_or_plaintext_template_anywhere_after_a_full_run(
         svc.enroll([london(p), london(p, "smiling")], p, name=f"Volunteer {p}")
     assert svc.verify(london("001", "smiling"), subject_id="001").decision.match
     assert svc.identify(london("002", "smiling")).match is not None
+    svc.settings.purposes["payment"].liveness = "none"  # no camera here: liveness has tests of its own
     svc.identify(london("002", "smiling"), purpose="payment")
     svc.withdraw_consent("002", "access-control")
     svc.issue_credential("002", "access-control", "token")
@@ -87,6 +88,7 @@ def test_identify_and_verify_are_bound_to_the_purpose(tmp_path: Path, engine: ob
     svc = Service.init(tmp_path / "data", tmp_path / "keys")
     svc.engine = engine  # type: ignore[assignment]
     ready(svc, ())
+    svc.settings.purposes["payment"].liveness = "none"  # purpose binding measured here; liveness in tests/liveness
     try:
         purposes = {"001": "access-control", "002": "payment", "003": "access-control", "004": "payment",
                     "005": "attendance", "006": "access-control"}

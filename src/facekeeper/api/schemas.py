@@ -93,6 +93,8 @@ class VerifyIn(Strict):
     subject_id: str | None = None
     purpose: str | None = purpose_field()
     fmr: float | None = Field(None, gt=0, lt=1, description="target false-match rate [the purpose's]")
+    liveness_session: str | None = Field(None, max_length=40, description="a live liveness session's id, for a "
+                                         "purpose that requires liveness (payment, withdrawal)")
 
 
 class IdentifyIn(Strict):
@@ -102,6 +104,8 @@ class IdentifyIn(Strict):
     purpose: str | None = purpose_field()
     k: int | None = Field(None, ge=1, le=50, description="candidates to return")
     fpir: float | None = Field(None, gt=0, lt=1, description="target false-positive identification rate")
+    liveness_session: str | None = Field(None, max_length=40, description="a live liveness session's id, for a "
+                                         "purpose that requires liveness (payment, withdrawal)")
 
 
 class Box(BaseModel):

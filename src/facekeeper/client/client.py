@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, TypeAdapter
 
 from facekeeper.api import schemas
+from facekeeper.api.routes.liveness import LivenessOut, SessionOut
 from facekeeper.errors import ALL_ERRORS, FacekeeperError
 
 M = TypeVar("M", bound=BaseModel)
@@ -137,16 +138,37 @@ class Client:
             {"subject_id": subject_id, "name": name, "purpose": purpose}, {"images": list(images)}))
 
     def verify(self, image: ImageInput, reference: ImageInput | None = None, *, subject_id: str | None = None,
-               purpose: str | None = None, fmr: float | None = None) -> schemas.VerifyAnswer:
-        """1:1; a device key gets ``DeviceVerified`` (no score), others ``Verified``."""
+               purpose: str | None = None, fmr: float | None = None,
+               liveness_session: str | None = None) -> schemas.VerifyAnswer:
+        """1:1; a device key gets ``DeviceVerified`` (no score), others ``Verified``. A purpose that requires
+        liveness needs ``liveness_session``: a live session's id (``liveness_start``, ``liveness_submit``)."""
         return self._answer(schemas.VERIFY_ANSWER, "POST", "/verify", **self._images(
-            {"subject_id": subject_id, "purpose": purpose, "fmr": fmr}, {"image": image, "reference": reference}))
+            {"subject_id": subject_id, "purpose": purpose, "fmr": fmr, "liveness_session": liveness_session},
+            {"image": image, "reference": reference}))
 
     def identify(self, image: ImageInput, *, purpose: str | None = None, k: int | None = None,
-                 fpir: float | None = None) -> schemas.IdentifyAnswer:
+                 fpir: float | None = None, liveness_session: str | None = None) -> schemas.IdentifyAnswer:
         """1:N; a device key gets ``DeviceIdentified`` (the match's id only), others ``Identified``."""
         return self._answer(schemas.IDENTIFY_ANSWER, "POST", "/identify", **self._images(
-            {"purpose": purpose, "k": k, "fpir": fpir}, {"image": image}))
+            {"purpose": purpose, "k": k, "fpir": fpir, "liveness_session": liveness_session}, {"image": image}))
+
+    # -- liveness -------------------------------------------------------------------------------
+    def liveness_start(self, *, purpose: str | None = None, subject_id: str | None = None,
+                       steps: int | None = None) -> SessionOut:
+        """A challenge: show each action ``step_seconds`` apart, record, and send the frames before ``expires_at``."""
+        return self._model(SessionOut, "POST", "/liveness/sessions", json=_drop_none(
+            {"purpose": purpose, "subject_id": subject_id, "steps": steps}))
+
+    def liveness_submit(self, session_id: str, nonce: str, frames: Sequence[ImageInput] = (),
+                        times: Sequence[float] = (), *, video: ImageInput | None = None) -> LivenessOut:
+        """The session's frames (photos with capture times in seconds) or one video: live, spoof or uncertain."""
+        body: dict[str, Any] = {"nonce": nonce}
+        if video is not None:
+            body["video"] = base64.b64encode(image_bytes(video)).decode()
+        else:
+            body["frames"] = [base64.b64encode(image_bytes(f)).decode() for f in frames]
+            body["times"] = [float(t) for t in times]
+        return self._model(LivenessOut, "POST", f"/liveness/sessions/{_segment(session_id)}/frames", json=body)
 
     def verify_template(self, template: Sequence[float], model_id: str, subject_id: str, *,
                         purpose: str | None = None, fmr: float | None = None) -> schemas.VerifyAnswer:

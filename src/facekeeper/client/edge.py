@@ -9,9 +9,12 @@ opens or links the gallery. Why not a per-device transform: see docs/deployment.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from facekeeper.api import schemas
+from facekeeper.api.routes.liveness import LivenessOut, SessionOut
 from facekeeper.bundle import load_trusted_bundle
 from facekeeper.client.client import Client, ImageInput, image_bytes
 from facekeeper.config import EngineSettings
@@ -46,3 +49,17 @@ class EdgeTerminal:
         """1:1; with a device key the answer is ``DeviceVerified``: match or not, no score."""
         return self.client.verify_template(self.descriptor(image), self.model_id, subject_id, purpose=self.purpose,
                                            fmr=fmr)
+
+    # -- purposes that require liveness (payment, withdrawal) -------------------------------------
+    def liveness(self, capture: Callable[[SessionOut], tuple[Sequence[ImageInput], Sequence[float]]], *,
+                 subject_id: str | None = None, steps: int | None = None) -> LivenessOut:
+        """Run a liveness session: start it, let ``capture`` show the challenge (each action ``step_seconds``
+        apart) and return the frames it recorded with their times, send them. A descriptor cannot prove
+        that a live person stood at the terminal, so these frames do leave it, once, for this decision."""
+        session = self.client.liveness_start(purpose=self.purpose, subject_id=subject_id, steps=steps)
+        frames, times = capture(session)
+        return self.client.liveness_submit(session.session_id, session.nonce, frames, times)
+
+    def verify_live(self, image: ImageInput, subject_id: str, session_id: str) -> schemas.VerifyAnswer:
+        """1:1 after a live session: the photo goes to the service, which checks it is the session's face."""
+        return self.client.verify(image, subject_id=subject_id, purpose=self.purpose, liveness_session=session_id)

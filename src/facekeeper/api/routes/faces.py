@@ -70,7 +70,7 @@ async def verify(request: Request, caller: Authed) -> schemas.VerifyAnswer:
                       model_id=body.model_id, fmr=body.fmr, purpose=purpose)
     else:
         r = await run(request, caller, Service.verify, body.image, body.reference, subject_id=body.subject_id,
-                      fmr=body.fmr, purpose=purpose)
+                      fmr=body.fmr, purpose=purpose, liveness_session=body.liveness_session)
         context(request).metrics.faces(caller.tenant, "verify", 1 + (body.reference is not None))
     return schemas.VERIFY_ANSWER.validate_python(r.to_dict())
 
@@ -91,6 +91,7 @@ async def identify(request: Request, caller: Authed) -> schemas.IdentifyAnswer:
         r = await run(request, caller, Service.identify_descriptor, _template(body.template), body.k, body.fpir,
                       model_id=body.model_id, purpose=purpose)
     else:
-        r = await run(request, caller, Service.identify, body.image, body.k, body.fpir, purpose=purpose)
+        r = await run(request, caller, Service.identify, body.image, body.k, body.fpir, purpose=purpose,
+                      liveness_session=body.liveness_session)
         context(request).metrics.faces(caller.tenant, "identify", 1)
     return schemas.IDENTIFY_ANSWER.validate_python(r.to_dict())
