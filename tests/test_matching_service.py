@@ -1,5 +1,8 @@
 """A decision past the measured table follows the purpose: payment and withdrawal refuse, the rest extrapolate;
-the answer says which, to every role, and the CLI shows it."""
+the answer says which, to every role, and the CLI shows it.
+
+Payment and withdrawal also demand liveness, which a descriptor cannot give, so the refusing purpose here is
+attendance set to ``beyond_table = "refuse"``: the policy, not the purpose's name, decides."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ DESCRIPTORS = DATA / "descriptors" / "london.npz"
 GALLERY = 300
 FPIR = 1e-4  # 300 subjects at FPIR 1e-4: 3.3e-7 per comparison, as 33,000 subjects at the default 1%
 DEVICE = Actor("gate-1", "device")
+REFUSING = "attendance"
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +59,13 @@ def gallery() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 def site(deployment: Service) -> tuple[Service, dict[str, np.ndarray]]:
     enrolled, probes = gallery()
     for subject_id, vec in enrolled.items():
-        for purpose in ("access-control", "payment", "withdrawal"):
+        for purpose in ("access-control", "attendance"):
             deployment.grant_consent(subject_id, purpose, FORM)
         with deployment.privacy.operation(deployment.actor, "enroll", "access-control", operation="enroll") as op:
             pseudonym = deployment.privacy.prepare_enroll(op, subject_id)
             deployment.gallery.enroll(subject_id, [vec], deployment.engine.model_id, pseudonym=pseudonym,
                                       within=deployment.privacy.enroll_hook(op))
+    deployment.settings.purposes["attendance"].beyond_table = "refuse"
     return deployment, probes
 
 
@@ -86,18 +91,18 @@ def test_a_large_search_extrapolates_for_access_control_and_says_so(
     assert entry.detail["calibration"] == "extrapolated"
 
 
-def test_payment_refuses_to_decide_beyond_the_table_and_answers_unknown(
+def test_a_refusing_purpose_does_not_decide_beyond_the_table_and_answers_unknown(
         site: tuple[Service, dict[str, np.ndarray]], tailed: CalibrationTable,
         monkeypatch: pytest.MonkeyPatch) -> None:
     svc, probes = site
     with_table(svc, tailed, monkeypatch)
-    result = svc.identify_descriptor(probes["002"], fpir=FPIR, purpose="payment")
+    result = svc.identify_descriptor(probes["002"], fpir=FPIR, purpose=REFUSING)
     assert result.match is None and result.calibration == "beyond"
     assert "does not decide beyond" in (result.calibration_note or "")
     assert all(not c.decision.match and c.decision.calibration == "beyond" for c in result.candidates)
     assert 'beyond_table = "refuse"' in (result.candidates[0].decision.calibration_note or "")
     # at FPIR 5% the same search needs 1.7e-4 per comparison, within the measured table: the volunteer is found
-    measured = svc.identify_descriptor(probes["002"], fpir=0.05, purpose="payment")
+    measured = svc.identify_descriptor(probes["002"], fpir=0.05, purpose=REFUSING)
     assert measured.match is not None and measured.calibration == "measured" and measured.calibration_note is None
 
 
@@ -106,7 +111,7 @@ def test_a_device_is_told_the_calibration_but_not_how_many_were_searched(
         monkeypatch: pytest.MonkeyPatch) -> None:
     svc, probes = site
     with_table(svc, tailed, monkeypatch)
-    body = svc.identify_descriptor(probes["002"], fpir=FPIR, purpose="payment", actor=DEVICE).to_dict()
+    body = svc.identify_descriptor(probes["002"], fpir=FPIR, purpose=REFUSING, actor=DEVICE).to_dict()
     assert body["unknown"] and body["calibration"] == "beyond" and "searched_subjects" not in body
     assert not re.search(r"\de-\d", body["calibration_note"])  # no rate: FPIR / FMR gives the gallery's size
 
@@ -118,9 +123,9 @@ def test_verify_below_the_table_follows_the_purpose_too(
     with_table(svc, tailed, monkeypatch)
     access = svc.verify_descriptor(probes["003"], "003", fmr=1e-7, purpose="access-control")
     assert access.decision.match and access.decision.calibration == "extrapolated"
-    withdrawal = svc.verify_descriptor(probes["003"], "003", fmr=1e-7, purpose="withdrawal", actor=DEVICE)
-    assert not withdrawal.decision.match and withdrawal.to_dict()["calibration"] == "beyond"
-    assert "distance" not in withdrawal.to_dict()
+    refusing = svc.verify_descriptor(probes["003"], "003", fmr=1e-7, purpose=REFUSING, actor=DEVICE)
+    assert not refusing.decision.match and refusing.to_dict()["calibration"] == "beyond"
+    assert "distance" not in refusing.to_dict()
 
 
 def test_the_signed_table_without_a_tail_fit_matches_nobody_beyond_it(
