@@ -102,7 +102,10 @@ class Report:
 
     @property
     def headline(self) -> tuple[str, Rate]:
-        return max(self.apcer.items(), key=lambda kv: (kv[1].errors / kv[1].n if kv[1].n else 0, -kv[1].n))
+        """The worst species that was measured: highest APCER, then the widest upper bound (fewest attacks)."""
+        measured = [kv for kv in self.apcer.items() if kv[1].n] or list(self.apcer.items())
+        return max(measured, key=lambda kv: (kv[1].errors / kv[1].n if kv[1].n else 0,
+                                             upper_bound(kv[1].errors, kv[1].n)))
 
     def to_dict(self) -> dict[str, Any]:
         worst, rate = self.headline
