@@ -83,8 +83,9 @@ def operation(action: str, *, purpose: PurposeRule = "none", cost: Cost = "light
                     raise
                 if not entries:
                     self.privacy.audit_outcome(actor, op.action, None)
-                elif op.audit == "one" and len(entries) > 1:
-                    log.error("operation %s wrote %d audit entries, declared one", op.name, len(entries))
+                elif op.audit == "one" and entries.count(op.action) != 1:
+                    log.error("operation %s wrote %d entries of %s, declared one", op.name,
+                              entries.count(op.action), op.action)
             return result
 
         guarded.operation = op  # type: ignore[attr-defined]

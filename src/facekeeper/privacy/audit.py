@@ -50,13 +50,14 @@ _COLUMNS = "seq, at, actor, role, tenant, purpose, action, subject, outcome, buc
 
 # The entries written by the operation running in this context (``facekeeper.contract``'s guard counts them
 # to leave exactly one per operation; a nested operation gets a list of its own).
-_written: ContextVar[list[int] | None] = ContextVar("facekeeper_audit_written", default=None)
+_written: ContextVar[list[str] | None] = ContextVar("facekeeper_audit_written", default=None)
 
 
 @contextmanager
-def counting() -> Iterator[list[int]]:
-    """Collect the sequence numbers of the entries appended in this context."""
-    entries: list[int] = []
+def counting() -> Iterator[list[str]]:
+    """Collect the actions of the entries appended in this context (an erasure that a withdrawal causes is
+    an entry of its own action, beside the withdrawal's)."""
+    entries: list[str] = []
     token = _written.set(entries)
     try:
         yield entries
@@ -191,7 +192,7 @@ class AuditLog:
         self._write_head(db, seq, mac)
         written = _written.get()
         if written is not None:
-            written.append(seq)
+            written.append(action)
         return seq
 
     def record(self, actor: Actor, action: str, outcome: str, *, at: float, purpose: str | None = None,
