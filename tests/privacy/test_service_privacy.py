@@ -131,11 +131,11 @@ def test_the_privacy_commands_from_the_command_line(tmp_path: Path) -> None:
     assert code == 40 and "consent" in out
     assert fk("consent", "grant", "001", "--how", "paper:form 1")[0] == 0
     assert fk("enroll", str(london("001")), "--subject", "001")[0] == 0
-    assert fk("enroll", str(london("002")), "--subject", "002", "--purpose", "payment",
+    assert fk("enroll", str(london("002")), "--subject", "002", "--purpose", "attendance",
               "--consent", "checkbox:kiosk 2")[0] == 0
     code, out = fk("--json", "identify", str(london("002", "smiling")))
-    assert code == 0 and json.loads(out)["unknown"] is True  # the door does not see a payment subject
-    code, out = fk("--json", "identify", str(london("002", "smiling")), "--purpose", "payment")
+    assert code == 0 and json.loads(out)["unknown"] is True  # the door does not see an attendance subject
+    code, out = fk("--json", "identify", str(london("002", "smiling")), "--purpose", "attendance")
     assert json.loads(out)["match"]["subject_id"] == "002"
     code, out = fk("--json", "credential", "issue", "refuser", "--kind", "pin")
     pin = json.loads(out)["secret"]
@@ -157,7 +157,7 @@ def test_the_privacy_commands_from_the_command_line(tmp_path: Path) -> None:
     forged["erased"]["templates"] = 0
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     assert fk("receipt", "verify", str(tmp_path / "forged.json"))[0] == 45
-    code, out = fk("consent", "withdraw", "002", "--purpose", "payment")
+    code, out = fk("consent", "withdraw", "002", "--purpose", "attendance")
     assert code == 0 and "last purpose" in out
     assert fk("audit", "verify")[0] == 0
     export_path = tmp_path / "audit.json"
