@@ -120,9 +120,11 @@ def test_one_bad_photo_in_a_set_stores_nothing(site: Service) -> None:
     assert site.gallery.find("021") is None
 
 
-def test_probe_with_two_equal_faces_is_refused(site: Service) -> None:
+def test_probe_with_two_equal_faces_is_answered_and_enrollment_refused(site: Service) -> None:
+    result = site.identify(DATA / "multi" / "obama_and_biden.jpg")  # the face [engine] face_choice picks
+    assert result.match is None  # neither is enrolled: unknown, not an error
     with pytest.raises(MultipleFaces):
-        site.identify(DATA / "multi" / "obama_and_biden.jpg")
+        site.enroll([DATA / "multi" / "obama_and_biden.jpg"], "001")
 
 
 def test_blurred_enrollment_is_refused_with_reason(site: Service) -> None:

@@ -54,9 +54,9 @@ class EngineSettings:
     """How faces are found and turned into templates."""
 
     backend: str = "onnx"  # "onnx" (fast, same weights) or "dlib" (the reference runtime)
-    # "yunet" (OpenCV Zoo's CNN: more faces found, 5 points for SFace), "hog" (dlib) or "cnn" (dlib mmod;
-    # seconds per image on a CPU)
-    detector: str = "hog"
+    # "yunet" (OpenCV Zoo's CNN: found a face in every photo of our sets, 5 points for SFace; dlib's chip from
+    # its box framed as HOG's, same accuracy), "hog" (dlib) or "cnn" (dlib mmod; seconds per image on a CPU)
+    detector: str = "yunet"
     upsample: int = 1  # detector upsampling of the working copy; finds faces half the size per step
     detect_max_side: int = 800  # detection runs on a copy no larger than this; landmarks use full size
     # quick pass: first look only for faces at least this fraction of the shorter side (0 = always thorough)
@@ -66,9 +66,9 @@ class EngineSettings:
     # Accurate mode's FaceNet crop: "hog" reshapes the one HOG box to MTCNN's framing (no second detector);
     # "mtcnn" runs MTCNN as well and crops its box (see docs/accuracy.md for the measured difference).
     facenet_box: str = "hog"
-    # Accurate mode's second model, fused with dlib: "sface-2021dec-int8bq" or "facenet-20180408-102900". It
-    # must be the one the signed bundle's fusion calibration is for, else accurate purposes decide in fast mode.
-    side_model: str = "facenet-20180408-102900"
+    # Accurate mode's models fused with dlib: "sface-2021dec-int8bq" and/or "facenet-20180408-102900", in the
+    # order the signed bundle's fusion calibration names them, else accurate purposes decide in fast mode.
+    side_models: list[str] = field(default_factory=lambda: ["facenet-20180408-102900"])
     # A probe with several faces (a bystander behind the person) uses one: "largest" or "centre" (nearest the
     # image centre, for portraits). Enrollment always refuses several faces.
     face_choice: str = "largest"
@@ -559,9 +559,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"engine.backend must be 'onnx' or 'dlib', not {eng.backend!r}")
     if eng.detector not in ("yunet", "hog", "cnn"):
         raise ConfigError(f"engine.detector must be 'yunet', 'hog' or 'cnn', not {eng.detector!r}")
-    if eng.side_model not in ("sface-2021dec-int8bq", "facenet-20180408-102900"):
-        raise ConfigError("engine.side_model must be 'sface-2021dec-int8bq' or 'facenet-20180408-102900',"
-                          f" not {eng.side_model!r}")
+    known_sides = ("sface-2021dec-int8bq", "facenet-20180408-102900")
+    if not eng.side_models or len(set(eng.side_models)) != len(eng.side_models) or not set(eng.side_models) <= set(
+            known_sides):
+        raise ConfigError(f"engine.side_models must list some of {', '.join(known_sides)} once each,"
+                          f" not {eng.side_models!r}")
     if eng.facenet_box not in ("hog", "mtcnn"):
         raise ConfigError(f"engine.facenet_box must be 'hog' or 'mtcnn', not {eng.facenet_box!r}")
     if eng.face_choice not in ("largest", "centre"):

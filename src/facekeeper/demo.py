@@ -50,10 +50,11 @@ def scan_for_leaks(svc: Service, images: Path, people: tuple[str, ...]) -> list[
         if raw[1000:1064] in disk:
             problems.append(f"bytes of {person}'s photo found")
         (described,) = svc.engine.describe([photo(images, person)], enrollment=False, accurate=True)
-        descriptor, side = described.dlib, described.side
-        assert side is not None
-        for vec in (descriptor, svc.gallery.protect(descriptor, svc.engine.model_id), side,
-                    svc.gallery.protect(side, svc.engine.settings.side_model)):
+        assert described.side
+        vectors = [described.dlib, svc.gallery.protect(described.dlib, svc.engine.model_id)]
+        for model_id, side in described.side.items():
+            vectors += [side, svc.gallery.protect(side, model_id)]
+        for vec in vectors:
             if np.asarray(vec, "<f4").tobytes()[:32] in disk:
                 problems.append(f"a plaintext template of {person} found")
     console.print(f"  scanned {len(files)} file(s), {len(disk):,} bytes: "

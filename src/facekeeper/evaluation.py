@@ -34,7 +34,7 @@ import numpy as np
 
 from facekeeper.engine import Engine, pipeline
 from facekeeper.errors import ConfigError, InvalidInput
-from facekeeper.fusion import FusionCalibration
+from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
 from facekeeper.matching import CalibrationTable
 from facekeeper.tail import fit_tail
 
@@ -160,7 +160,7 @@ class Embedded:
     paths: list[Path]
     not_acquired: list[tuple[Path, str]] = field(default_factory=list)  # no usable face: (photo, error code)
     quality_rejected: list[tuple[Path, str]] = field(default_factory=list)  # usable, but not enrollable
-    facenet: np.ndarray | None = None  # (n, 512) FaceNet descriptors of the same photos, accurate mode only
+    side: dict[str, np.ndarray] | None = None  # each side model's (n, dim) descriptors, accurate mode only
 
     def index(self) -> dict[Path, int]:
         return {p: i for i, p in enumerate(self.paths)}
@@ -180,7 +180,7 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
     rate.
     """
     vectors: list[np.ndarray] = []
-    side: list[np.ndarray] = []
+    side: dict[str, list[np.ndarray]] = {}
     kept: list[Path] = []
     result = Embedded(np.zeros((0, 0), np.float32), [])
     prepared = pipeline.prepare(engine, photos, enrollment=False, workers=workers, accurate=accurate, embed=True)
@@ -192,14 +192,14 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             if item.rejected is not None:
                 result.quality_rejected.append((item.path, item.rejected))
             vectors.append(item.descriptor)
-            if item.side_descriptor is not None:
-                side.append(item.side_descriptor)
+            for model_id, vec in item.side_descriptors.items():
+                side.setdefault(model_id, []).append(vec)
             kept.append(item.path)
         if progress:
             progress(done, len(photos))
     result.vectors = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
     if accurate:
-        result.facenet = np.stack(side) if side else np.zeros((0, 512), np.float32)
+        result.side = {m: np.stack(v) for m, v in side.items()}
     result.paths = kept
     return result
 
@@ -232,22 +232,23 @@ def both_flagged(flags: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def centred(side: np.ndarray, fusion: FusionCalibration) -> np.ndarray:
-    """Side-model vectors as accurate mode compares them: minus the fusion's centre, back to unit length."""
+def centred(side: np.ndarray, fusion: FusionCalibration, model_id: str) -> np.ndarray:
+    """Side-model vectors as accurate mode compares them: FaceNet's minus the fusion's centre, back to unit
+    length."""
     v = np.asarray(side, np.float64)
-    if fusion.centre is not None:
+    if fusion.centre is not None and model_id == FACENET_MODEL_ID:
         v = v - fusion.centre
         v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v
 
 
-def fused_pairs(dlib: np.ndarray, facenet: np.ndarray, labels: np.ndarray,
+def fused_pairs(dlib: np.ndarray, side: dict[str, np.ndarray], labels: np.ndarray,
                 fusion: FusionCalibration) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor fused scores of every pair, as ``all_pairs`` orders them."""
-    fn = centred(facenet, fusion)
+    """Genuine and impostor fused scores of every pair, as ``all_pairs`` orders them; ``side`` holds each side
+    model's descriptors of the same photos."""
     dg, di = all_pairs(dlib, labels)
-    fg, fi = all_pairs(fn, labels)
-    return fusion.score(dg, fg), fusion.score(di, fi)
+    sides = [all_pairs(centred(side[m], fusion, m), labels) for m in fusion.side_models]
+    return fusion.score(dg, *(g for g, _ in sides)), fusion.score(di, *(i for _, i in sides))
 
 
 def wilson_interval(errors: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -557,15 +558,16 @@ def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | N
     if groups and shipped:
         ev.groups = group_results(emb.vectors, labels, groups, shipped)
     if fusion is not None:
-        assert emb.facenet is not None
-        fused = fused_pairs(emb.vectors, emb.facenet, labels, fusion)
+        assert emb.side is not None
+        fused = fused_pairs(emb.vectors, emb.side, labels, fusion)
         ev.accurate = Evaluation(ev.dataset, "folder", fusion.table.model_id, engine.settings.backend, len(samples),
                                  *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table,
                                  **unusable)
         if groups:
-            facenet = emb.facenet
-            ev.accurate.groups = group_results(emb.vectors, labels, groups, fusion.table,
-                                               lambda m: fused_pairs(emb.vectors[m], facenet[m], labels[m], fusion))
+            side = emb.side
+            ev.accurate.groups = group_results(
+                emb.vectors, labels, groups, fusion.table,
+                lambda m: fused_pairs(emb.vectors[m], {k: v[m] for k, v in side.items()}, labels[m], fusion))
     return ev
 
 
@@ -648,10 +650,11 @@ def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: Calibratio
 
     ev = evaluation(engine.model_id, dlib, shipped)
     if fusion is not None:
-        assert emb.facenet is not None
-        side = centred(emb.facenet, fusion)
+        assert emb.side is not None
+        sides = [centred(emb.side[m], fusion, m) for m in fusion.side_models]
         fused = np.full(len(pairs), np.inf)
-        fused[compared] = fusion.score(dlib[compared], np.linalg.norm(side[a[compared]] - side[b[compared]], axis=1))
+        fused[compared] = fusion.score(dlib[compared], *(np.linalg.norm(s[a[compared]] - s[b[compared]], axis=1)
+                                                         for s in sides))
         ev.accurate = evaluation(fusion.table.model_id, fused, fusion.table)
     return ev
 

@@ -40,7 +40,7 @@ from facekeeper.engine import Engine, Face, pipeline
 from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
 from facekeeper.federation.modes import site_modes
-from facekeeper.fusion import FusionCalibration
+from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
 from facekeeper.gallery.gallery import Candidate, Gallery, SubjectInfo
 from facekeeper.gallery.keys import DeploymentKey, load_key, write_key_file
 from facekeeper.gate.decision import (
@@ -86,10 +86,10 @@ NO_SIDE = ("the subject has no template of accurate mode's second model (enrolle
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe's descriptors: dlib's always, the side model's in accurate mode."""
+    """A probe's descriptors: dlib's always, each side model's (by id) in accurate mode."""
 
     dlib: np.ndarray
-    side: np.ndarray | None = None
+    side: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 IDENTIFY_BEYOND = {  # no rates in these words: FPIR / per-comparison FMR would tell a device how many were searched
@@ -377,9 +377,9 @@ class Service:
     @property
     def fusion(self) -> FusionCalibration | None:
         """Accurate mode's signed calibration, or None when the bundle does not carry one for the engine's
-        side model (``[engine] side_model``)."""
+        side models (``[engine] side_models``)."""
         fusion = self.bundle.fusion
-        return fusion if fusion is not None and fusion.side_model == self.engine.settings.side_model else None
+        return fusion if fusion is not None and list(fusion.side_models) == self.engine.settings.side_models else None
 
     def _accurate(self, op: Operation) -> bool:
         """Whether this operation runs in accurate mode: its purpose asks for it and the bundle signs it."""
@@ -422,13 +422,12 @@ class Service:
         return EnrollResult(subject_id, pseudonym, len(described), [d.face.quality.as_dict() for d in described])
 
     def _store_descriptors(self, op: Operation, subject_id: str, pseudonym: str, dlib: Sequence[np.ndarray],
-                           side_vectors: Sequence[np.ndarray | None], name: str | None = None) -> str:
+                           side_vectors: Sequence[dict[str, np.ndarray]], name: str | None = None) -> str:
         """Enrollment's descriptor-level core, shared by ``enroll`` and the bulk path: one transaction that
-        re-checks consent, stores the protected templates (the side model's too when every photo has one)
+        re-checks consent, stores the protected templates (each side model's too when every photo has one)
         and audits. Returns the subject's pseudonym."""
-        side_rows = [f for f in side_vectors if f is not None]
-        side = ({self.engine.settings.side_model: np.stack(side_rows)}
-                if side_rows and len(side_rows) == len(dlib) else None)
+        models = set.intersection(*(set(v) for v in side_vectors)) if side_vectors else set()
+        side = {m: np.stack([v[m] for v in side_vectors]) for m in sorted(models)} or None
         return self.gallery.enroll(subject_id, np.stack(dlib), self.engine.model_id, name, pseudonym=pseudonym,
                                    within=self.privacy.enroll_hook(op), side=side)
 
@@ -475,7 +474,7 @@ class Service:
                 summary.skipped.append((f"{subject_id}/{item.path.name}", item.error.code, item.error.message))
             else:
                 assert item.descriptor is not None
-                made.setdefault(subject_id, []).append((item.descriptor, item.side_descriptor))
+                made.setdefault(subject_id, []).append((item.descriptor, item.side_descriptors))
             remaining[subject_id] -= 1
             if remaining[subject_id] == 0 and subject_id in made:
                 ready.append(subject_id)
@@ -512,9 +511,9 @@ class Service:
             kept.append((subject_id, files))
         return kept, accurate
 
-    def _store_prepared(self, subjects: list[str], made: dict[str, list[tuple[np.ndarray, np.ndarray | None]]],
+    def _store_prepared(self, subjects: list[str], made: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]],
                         summary: BulkSummary, purpose: str | None, actor: Actor) -> None:
-        """Store each person's descriptors (and FaceNet's, in accurate mode) in a transaction of its own, then
+        """Store each person's descriptors (and the side models', in accurate mode) in a transaction of its own, then
         anchor the audit chain once for the group."""
         if not subjects:
             return
@@ -550,11 +549,12 @@ class Service:
             if reference is not None:
                 ref = self._probe(reference, accurate)
                 distance = float(np.linalg.norm(probe_vec.dlib - ref.dlib))
-                if probe_vec.side is None or ref.side is None or self.fusion is None:
+                if not probe_vec.side or not ref.side or self.fusion is None:
                     result = VerifyResult(decide(self.table, distance, fmr), "image", self._note(op))
                 else:
-                    fn = float(self.fusion.side_distances(probe_vec.side, ref.side[None])[0])
-                    result = VerifyResult(self._fused(self.fusion, distance, fn, fmr), "image")
+                    sides = [float(self.fusion.side_distances(m, probe_vec.side[m], ref.side[m][None])[0])
+                             for m in self.fusion.side_models]
+                    result = VerifyResult(self._fused(self.fusion, distance, sides, fmr), "image")
                 return self._verified(op, None, result).view(op.actor.role)
             assert pseudonym is not None
             result = self._against_subject(probe_vec, pseudonym, fmr, self._note(op))
@@ -586,31 +586,38 @@ class Service:
         assert op.purpose_settings is not None
         return fmr or op.purpose_settings.verify_fmr or self.settings.match.verify_fmr
 
-    def _fused(self, fusion: FusionCalibration, dlib_distance: float, side_distance: float,
+    def _fused(self, fusion: FusionCalibration, dlib_distance: float, side_distances: Sequence[float],
                fmr: float) -> Decision:
-        score = float(fusion.score(dlib_distance, side_distance))
+        score = float(fusion.score(dlib_distance, *side_distances))
         table = self.calibration.adopted(fusion.table.model_id) or fusion.table  # the site's own, once adopted
         return decide(table, score, fmr, mode="accurate", shown_similarity=similarity(dlib_distance))
 
     def _protected_side(self, fusion: FusionCalibration,
-                        probe: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """A side-model probe and the reference centre, rotated into the space its stored templates live in."""
-        centre = None if fusion.centre is None else self.gallery.protect(fusion.centre, fusion.side_model)
-        return self.gallery.protect(probe, fusion.side_model), centre
+                        probe: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Each side model's probe and FaceNet's reference centre, rotated into the space its stored templates
+        live in."""
+        out = {}
+        for m in fusion.side_models:
+            centre = None if fusion.centre is None or m != FACENET_MODEL_ID else self.gallery.protect(fusion.centre, m)
+            out[m] = (self.gallery.protect(probe[m], m), centre)
+        return out
 
-    def _side_distance(self, fusion: FusionCalibration, protected: tuple[np.ndarray, np.ndarray | None],
-                       pseudonym: str) -> float | None:
-        """The subject's best side-model distance to the protected probe; None when it has no such template."""
-        stored = self.gallery.templates(pseudonym, fusion.side_model)
-        if len(stored) == 0:
-            return None
-        return float(fusion.side_distances(protected[0], stored, protected[1]).min())
+    def _side_distance(self, fusion: FusionCalibration, protected: dict[str, tuple[np.ndarray, np.ndarray | None]],
+                       pseudonym: str) -> list[float] | None:
+        """The subject's best distance to the protected probe per side model; None when it lacks any of them."""
+        out = []
+        for m in fusion.side_models:
+            stored = self.gallery.templates(pseudonym, m)
+            if len(stored) == 0:
+                return None
+            out.append(float(fusion.side_distances(m, protected[m][0], stored, protected[m][1]).min()))
+        return out
 
     def _against_subject(self, probe: Probe, pseudonym: str, fmr: float, note: str | None) -> VerifyResult:
         protected = self.gallery.protect(probe.dlib, self.engine.model_id)
         stored = self.gallery.templates(pseudonym, self.engine.model_id)
         distance = float(np.linalg.norm(stored - protected, axis=1).min())
-        if probe.side is not None and self.fusion is not None:
+        if probe.side and self.fusion is not None:
             fn = self._side_distance(self.fusion, self._protected_side(self.fusion, probe.side), pseudonym)
             if fn is not None:
                 return VerifyResult(self._fused(self.fusion, distance, fn, fmr), "subject")
@@ -786,7 +793,7 @@ class Service:
         searched = len(allowed)
         fmr = per_comparison_fmr(fpir, searched)
         everyone = searched == self.gallery.store.subject_count()  # allowed ⊆ enrolled: no filter needed
-        accurate = probe.side is not None and self.fusion is not None
+        accurate = bool(probe.side) and self.fusion is not None
         first = max(k, self.settings.match.rerank_k) if accurate else k
         hits = (self.gallery.search(probe.dlib, self.engine.model_id, first, None if everyone else allowed)
                 if allowed else [])
@@ -818,7 +825,7 @@ class Service:
         so). Passing decisions rank before failing ones, then by how rarely a stranger scores as close
         (the table's estimated FMR), accurate before fast, then by score.
         """
-        assert probe.side is not None and self.fusion is not None
+        assert probe.side and self.fusion is not None
         protected = self._protected_side(self.fusion, probe.side)
         out = []
         for c in hits:
@@ -1041,7 +1048,8 @@ class EngineCache:
             _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
                        else (engine.embedder,))
             if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
-                _side = engine.side_embedder()  # accurate-mode purposes: the second model, loaded before requests too
+                # accurate-mode purposes: the side models, loaded before requests too
+                _sides = [engine.side_embedder(m) for m in settings.engine.side_models]
 
     @staticmethod
     def _fusion_signed() -> bool:

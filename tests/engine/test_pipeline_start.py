@@ -16,7 +16,7 @@ from tests.conftest import DATA, london
 
 
 def test_engines_in_one_process_share_dlibs_models() -> None:
-    a, b = Engine(EngineSettings()), Engine(EngineSettings(quick_face=0.0))
+    a, b = Engine(EngineSettings(detector="hog")), Engine(EngineSettings(detector="hog", quick_face=0.0))
     assert a.detector._det is b.detector._det  # type: ignore[attr-defined]
     assert a.landmarker(5)._predictor is b.landmarker(5)._predictor
     assert a.landmarker(68)._predictor is b.landmarker(68)._predictor
@@ -79,9 +79,9 @@ def test_workers_that_embed_send_the_engines_descriptors_in_order_and_no_face_im
             if theirs.chip is None:
                 assert mine.chip is None and mine.descriptor is None
                 continue
-            assert mine.chip is None and mine.crop is None  # the chip stayed in the worker
+            assert mine.chip is None and mine.crops == {}  # the chip stayed in the worker
             assert mine.quality == theirs.quality
-            assert mine.descriptor is not None and mine.side_descriptor is None
+            assert mine.descriptor is not None and mine.side_descriptors == {}
             assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
     assert sum(p.descriptor is not None for p in embedded) == 7
 
@@ -98,8 +98,9 @@ def test_in_accurate_mode_workers_send_both_descriptors_and_neither_image(engine
     plain = list(pipeline.prepare(engine, photos, workers=1, accurate=True))
     embedded = list(pipeline.prepare(engine, photos, workers=2, accurate=True, embed=True))
     for mine, theirs in zip(embedded, plain, strict=True):
-        assert theirs.chip is not None and theirs.crop is not None
-        assert mine.chip is None and mine.crop is None
-        assert mine.descriptor is not None and mine.side_descriptor is not None
+        assert theirs.chip is not None and set(theirs.crops) == set(engine.settings.side_models)
+        assert mine.chip is None and mine.crops == {}
+        assert mine.descriptor is not None and set(mine.side_descriptors) == set(engine.settings.side_models)
         assert np.allclose(mine.descriptor, engine.embed([theirs.chip])[0], atol=1e-5)
-        assert np.allclose(mine.side_descriptor, engine.embed_side([theirs.crop])[0], atol=1e-5)
+        for model_id, crop in theirs.crops.items():
+            assert np.allclose(mine.side_descriptors[model_id], engine.embed_side([crop], model_id)[0], atol=1e-5)

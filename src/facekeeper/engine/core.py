@@ -41,7 +41,8 @@ class Face:
     landmarks: np.ndarray
     chip: np.ndarray = field(repr=False)
     quality: quality.QualityReport
-    side_crop: np.ndarray | None = field(default=None, repr=False)  # the side model's input, accurate mode only
+    # accurate mode only: each side model's input, by model id
+    side_crops: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -50,11 +51,11 @@ class Face:
 
 @dataclass(frozen=True)
 class Described:
-    """One photo's face and descriptors: dlib's (128,) always, the side model's in accurate mode."""
+    """One photo's face and descriptors: dlib's (128,) always, each side model's (by id) in accurate mode."""
 
     face: Face
     dlib: np.ndarray
-    side: np.ndarray | None = None
+    side: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SideEmbedder(Protocol):
@@ -163,13 +164,13 @@ class Engine:
             return self._embedder
 
     @property
-    def side_model(self) -> SideModel:
-        """The table entry of the model accurate mode fuses with dlib (``[engine] side_model``)."""
-        return SIDE_MODELS[self.settings.side_model]
+    def side_models(self) -> tuple[SideModel, ...]:
+        """The table entries of the models accurate mode fuses with dlib (``[engine] side_models``)."""
+        return tuple(SIDE_MODELS[m] for m in self.settings.side_models)
 
-    def side_embedder(self, model_id: str | None = None) -> SideEmbedder:
-        """The side model ``model_id`` (default: the configured one), loaded on first use."""
-        spec = SIDE_MODELS[model_id or self.settings.side_model]
+    def side_embedder(self, model_id: str) -> SideEmbedder:
+        """The side model ``model_id``, loaded on first use."""
+        spec = SIDE_MODELS[model_id]
         with self._lock:
             if spec.model_id not in self._side:
                 self._side[spec.model_id] = spec.load(self.settings)
@@ -237,7 +238,7 @@ class Engine:
 
         A probe with several faces (someone in the background) is answered, not refused: it uses the face
         ``face_choice`` names, the largest or the one nearest the image centre. ``accurate`` also cuts the
-        side model's crop.
+        side models' crops.
         """
         found = self.detect(rgb)
         if not found:
@@ -250,7 +251,7 @@ class Engine:
         if enrollment:
             self.check_quality(face)
         if accurate:
-            face = replace(face, side_crop=self.side_model.crop(self, rgb, face))
+            face = replace(face, side_crops={m.model_id: m.crop(self, rgb, face) for m in self.side_models})
         return face
 
     def five_points(self, rgb: np.ndarray, face: Face) -> np.ndarray:
@@ -270,11 +271,15 @@ class Engine:
         return points
 
     def facenet_crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """FaceNet's crop of ``face``: its HOG box reshaped to MTCNN's framing, or (``facenet_box = "mtcnn"``)
-        the MTCNN box that overlaps it most, falling back to the reshaped box when MTCNN finds none there."""
+        """FaceNet's crop of ``face``: its HOG box (YuNet's framed as HOG's) reshaped to MTCNN's framing, or
+        (``facenet_box = "mtcnn"``) the MTCNN box that overlaps it most, falling back to the reshaped box when
+        MTCNN finds none there."""
         from facekeeper.engine.facenet import facenet_crop, hog_to_facenet_box
+        from facekeeper.engine.yunet import hog_frame
 
-        box: tuple[float, ...] = hog_to_facenet_box(face.box)
+        # a YuNet box is framed as HOG's first: the reshaping to MTCNN's framing was measured on HOG boxes
+        hog_box = face.box if face.detection.points is None else hog_frame(face.box)
+        box: tuple[float, ...] = hog_to_facenet_box(hog_box)
         if self.settings.facenet_box == "mtcnn":
             left, top, right, bottom = face.box
             best = 0
@@ -285,9 +290,9 @@ class Engine:
                     best, box = ix * iy, tuple(float(v) for v in d.box)
         return facenet_crop(rgb, box)
 
-    def embed_side(self, crops: np.ndarray | list[np.ndarray], model_id: str | None = None) -> np.ndarray:
-        """Side-model descriptors (N, dim) for crops cut by its table entry (default: the configured one)."""
-        spec = SIDE_MODELS[model_id or self.settings.side_model]
+    def embed_side(self, crops: np.ndarray | list[np.ndarray], model_id: str) -> np.ndarray:
+        """Side model ``model_id``'s descriptors (N, dim) for crops cut by its table entry."""
+        spec = SIDE_MODELS[model_id]
         arr = np.asarray(crops, dtype=np.uint8).reshape(-1, spec.crop_size, spec.crop_size, 3)
         return self.side_embedder(spec.model_id).embed(arr)
 
@@ -316,13 +321,13 @@ class Engine:
     def describe(self, sources: Sequence[str | Path | bytes], *, enrollment: bool,
                  accurate: bool = False) -> list[Described]:
         """Photos to descriptors, the one path every photo operation takes: decode, the one face, quality
-        (``enrollment``), dlib's descriptors in one batch and, when ``accurate``, the side model's. Any photo
+        (``enrollment``), dlib's descriptors in one batch and, when ``accurate``, each side model's. Any photo
         that fails raises, so a caller stores all or nothing."""
         faces = [self.single_face(self.decode(source), enrollment=enrollment, accurate=accurate)
                  for source in sources]
         dlib = self.embed([f.chip for f in faces])
-        side = self.embed_side([f.side_crop for f in faces if f.side_crop is not None]) if accurate else None
-        return [Described(f, dlib[i], None if side is None else side[i]) for i, f in enumerate(faces)]
+        side = {m: self.embed_side([f.side_crops[m] for f in faces], m) for m in faces[0].side_crops} if faces else {}
+        return [Described(f, dlib[i], {m: vecs[i] for m, vecs in side.items()}) for i, f in enumerate(faces)]
 
     def template(self, source: str | Path | bytes, *, enrollment: bool = False) -> tuple[np.ndarray, Face]:
         """Decode, find the one face, and return its descriptor with the face record."""

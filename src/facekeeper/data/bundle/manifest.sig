@@ -1,5 +1,5 @@
 {
   "algorithm": "ed25519",
-  "key_id": "e799a1f89321d331",
-  "signature": "j/UYVmOI2zyJLiUhr7QH3HsI6aCvkly8v2RXtgvRyftnn9ETu739qe5qzW5/9t6qBqZyDGMsYAAzfrRFVzIyAw=="
+  "key_id": "1f7300a34c24876b",
+  "signature": "Es2geCf9KCZ4r4LT7hpnrcKCiF3wOddb+gUqDHDrhMPD7YJBzdvzH93NGJ9TGWRafP+AyqHkjGmKJTvxICEMAg=="
 }

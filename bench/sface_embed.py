@@ -1,0 +1,75 @@
+"""Embed a labelled photo folder with every model and detector issue 18 compares, for bench/sface.py.
+
+Usage: python bench/sface_embed.py DATASET OUT.npz [--workers 2]
+
+Each photo goes through the engine's probe path (``single_face(enrollment=False)``, the ``face_choice`` rule)
+twice: with HOG (today's fast mode: dlib) and with YuNet (dlib on YuNet's box framed as HOG's, SFace on
+YuNet's 5 points, FaceNet on YuNet's box framed as HOG's and reshaped as accurate mode does). Photos where a
+detector finds nothing get NaN rows. The output holds descriptors of research photos, for measurement
+only: keep it out of the repository and delete it after use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facekeeper import evaluation
+from facekeeper.config import EngineSettings
+from facekeeper.engine import Engine
+from facekeeper.engine.facenet import facenet_crop, hog_to_facenet_box
+from facekeeper.engine.yunet import hog_frame
+from facekeeper.errors import FacekeeperError
+from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID
+
+DIMS = {"dlib_hog": 128, "dlib_yunet": 128, "sface": 128, "facenet": 512}
+_engines: dict[str, Engine] = {}
+
+
+def _init() -> None:
+    _engines["hog"] = Engine(EngineSettings(detector="hog", workers=1))
+    _engines["yunet"] = Engine(EngineSettings(detector="yunet", workers=1, side_models=[SFACE_MODEL_ID]))
+
+
+def _one(path: Path) -> dict[str, np.ndarray]:
+    hog, yunet = _engines["hog"], _engines["yunet"]
+    out = {k: np.full(d, np.nan, np.float32) for k, d in DIMS.items()}
+    out["faces"] = np.zeros(2, np.float32)  # faces found by HOG (thorough pass) and YuNet
+    rgb = hog.decode(path)
+    out["faces"][:] = len(hog.detect(rgb, every_face=True)), len(yunet.detect(rgb))
+    with contextlib.suppress(FacekeeperError):
+        out["dlib_hog"] = hog.embed([hog.single_face(rgb, enrollment=False).chip])[0]
+    try:
+        face = yunet.single_face(rgb, enrollment=False, accurate=True)
+        out["dlib_yunet"] = yunet.embed([face.chip])[0]
+        out["sface"] = yunet.embed_side([face.side_crops[SFACE_MODEL_ID]], SFACE_MODEL_ID)[0]
+        crop = facenet_crop(rgb, hog_to_facenet_box(hog_frame(face.box)))
+        out["facenet"] = yunet.embed_side([crop], FACENET_MODEL_ID)[0]
+    except FacekeeperError:
+        pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    samples = evaluation.labelled_folder(args.dataset)
+    paths = [p for p, _ in samples]
+    start = time.perf_counter()
+    with mp.get_context("forkserver").Pool(args.workers, _init) as pool:
+        rows = pool.map(_one, paths, chunksize=8)
+    print(f"{len(paths)} photos in {time.perf_counter() - start:.0f} s")
+    np.savez(args.out, labels=np.array([label for _, label in samples]), paths=np.array([str(p) for p in paths]),
+             **{k: np.stack([r[k] for r in rows]) for k in (*DIMS, "faces")})
+
+
+if __name__ == "__main__":
+    main()
