@@ -13,8 +13,9 @@ import pytest
 from facekeeper import config
 from facekeeper.bundle.manifest import default_calibration_path, read_fusion
 from facekeeper.config import Settings
+from facekeeper.engine import Engine
 from facekeeper.errors import ConfigError
-from facekeeper.fusion import FACENET_MODEL_ID, FusionCalibration
+from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID, FusionCalibration
 from facekeeper.matching import default_table, per_comparison_fmr
 from facekeeper.service import NO_FUSION, NO_SIDE, Service
 from tests.conftest import DATA, FORM, london
@@ -124,6 +125,26 @@ def test_without_a_signed_fusion_calibration_accurate_purposes_decide_fast_and_s
     assert result.decision.mode == "fast" and result.note == NO_FUSION
     found = site.identify(london("002", "smiling"), purpose="payment")
     assert found.mode == "fast" and found.note == NO_FUSION
+
+
+def test_a_fusion_for_other_side_models_than_the_engine_runs_is_not_used(site: Service) -> None:
+    fusion = shipped_fusion()
+    site.engine = Engine(dataclasses.replace(site.engine.settings, side_models=[SFACE_MODEL_ID]))
+    assert fusion.side_models == (FACENET_MODEL_ID,) and site.fusion is None
+    site.enroll([london("002")], "002", purpose="payment")
+    assert site.gallery.templates(site.gallery.resolve("002"), SFACE_MODEL_ID).shape == (0, 128)
+    result = site.verify(london("002", "smiling"), subject_id="002", purpose="payment")
+    assert result.decision.mode == "fast" and result.note == NO_FUSION
+
+
+def test_side_models_must_be_known_and_listed_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", key_dir=tmp_path / "k")
+    for bad in ([], ["arcface-r100"], [SFACE_MODEL_ID, SFACE_MODEL_ID]):
+        settings.engine.side_models = bad
+        with pytest.raises(ConfigError, match="side_models"):
+            config.validate(settings)
+    settings.engine.side_models = [SFACE_MODEL_ID, FACENET_MODEL_ID]
+    config.validate(settings)
 
 
 def test_edge_descriptors_are_decided_fast(site: Service) -> None:
