@@ -58,6 +58,14 @@ def zoo_path(name: str) -> Path:
     return path
 
 
+def quiet_opencv() -> None:
+    """OpenCV 5's dnn warns on stderr, at every load, that its new graph engine ignores target settings we
+    never make: keep its log to errors so the CLI's output stays the answer."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 @functools.cache
 def frontal_detector() -> Any:  # dlib.fhog_object_detector
     import dlib

@@ -63,6 +63,7 @@ class SFaceEmbedder:
         import cv2
 
         cv2.setNumThreads(threads)
+        models.quiet_opencv()
         self._net = cv2.dnn.readNetFromONNX(str(models.zoo_path(models.SFACE)))
         self._lock = threading.Lock()  # a dnn Net holds its input between setInput and forward
 

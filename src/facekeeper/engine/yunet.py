@@ -32,6 +32,7 @@ class YuNetDetector:
         import cv2
 
         cv2.setNumThreads(threads)  # per process, as onnxruntime's sessions are: one worker per core
+        models.quiet_opencv()
         self._det = cv2.FaceDetectorYN.create(str(models.zoo_path(models.YUNET)), "", (320, 320),
                                               SCORE_THRESHOLD, NMS_THRESHOLD, TOP_K)
         self._lock = threading.Lock()  # the detector keeps its input size between the two calls
