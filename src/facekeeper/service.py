@@ -56,14 +56,17 @@ from facekeeper.gate.decision import (
     within_passback,
 )
 from facekeeper.liveness.core import Liveness, LivenessChallenge, LivenessResult
+from facekeeper.liveness.summary import outcomes as liveness_outcomes
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, refused, similarity
 from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
 from facekeeper.privacy.audit import ChainReport
 from facekeeper.privacy.core import Operation
 from facekeeper.privacy.credentials import CredentialInfo, Issued
+from facekeeper.privacy.overview import SubjectsOverview, subjects_overview
 from facekeeper.privacy.policy import fmr_bucket, may, require_notice
 from facekeeper.privacy.probes import admit_descriptor, note_answer
-from facekeeper.privacy.schema import Clock, system_clock
+from facekeeper.privacy.schema import DAY, Clock, system_clock
+from facekeeper.provenance import calibration_status
 
 ImageSource = str | Path | bytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # what engine.image decodes
@@ -1010,6 +1013,41 @@ class Service:
             self.privacy.record(op, change, detail={k: facts.get(k) for k in ("key_id", "role", "key_purpose")})
             return facts
 
+    @operation("subject.list")
+    def subjects_overview(self, limit: int | None = None, *, actor: Actor | None = None) -> SubjectsOverview:
+        """Enrolled subjects with each consent's state and the date retention erases the face, in one call.
+
+        The console's subject list: one audited call for the page, not one consent listing per person; never
+        a template, the consent evidence or a guardian's record.
+        """
+        with self.privacy.operation(actor, "subject.list") as op:
+            return subjects_overview(self.privacy, self.gallery.subjects(), op.now, limit)
+
+    @operation("calibration.status")
+    def calibration_status(self, *, actor: Actor | None = None) -> dict[str, Any]:
+        """The calibration in force and its provenance: signed tables, the site's adopted one, the last eval.
+
+        The signed bundle's tables (model, FMR to threshold, what they were measured on, bundle version,
+        signer), which table each mode decides with (the site's own once adopted), and the last
+        ``facekeeper eval --deployment`` summary with its DET curve (aggregates only).
+        """
+        with self.privacy.operation(actor, "calibration.status"):
+            return calibration_status(self.bundle, self.engine.model_id, self.calibration, self.settings.data_dir)
+
+    @operation("devices.status")
+    def devices_status(self, *, actor: Actor | None = None) -> dict[str, Any]:
+        """The gates' last status and the liveness sessions of the last day by outcome: counts, never a face.
+
+        Each gate's status file (frames/s, decode errors, reconnects, tracks, decisions by outcome, door
+        answers, decision latency) as ``facekeeper gate status`` shows it, and the tenant's liveness
+        sessions started in the last 24 hours counted by outcome.
+        """
+        from facekeeper.gate.runner import read_statuses  # the gate's loop and tracker: not for every service
+
+        with self.privacy.operation(actor, "devices.status") as op:
+            return {"gates": [g.to_dict() for g in read_statuses(self.settings.data_dir)],
+                    "liveness": liveness_outcomes(self._liveness().sessions.store.db, op.now - DAY, op.now)}
+
     def _require(self, feature: str, new_subjects: int = 0) -> None:
         """Licensed operations stop here without a valid license; detect, listing and erasure never do."""
         self.license.require(feature, self.gallery.store.subject_count(), new_subjects)
@@ -1056,7 +1094,8 @@ class EngineCache:
         return load_trusted_bundle().fusion is not None
 
     def __call__(self, settings: Settings) -> Engine:
-        key = (astuple(settings.engine), astuple(settings.quality), astuple(settings.limits))
+        # repr: the engine settings hold a list (side_models), which cannot be a dict key as it is
+        key = (repr(astuple(settings.engine)), astuple(settings.quality), astuple(settings.limits))
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:

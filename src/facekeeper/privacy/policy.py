@@ -29,8 +29,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # liveness.start/submit: a till or cash machine runs a challenge-response session before verify
     "device": frozenset({"verify", "identify", "credential.check", "detect", "gate.decide", "liveness.start",
                          "liveness.submit"}),
+    # calibration.status: the thresholds in force, where they were measured, the last eval (aggregates only)
     "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify", "license.status",
-                          "metrics.read"}),
+                          "metrics.read", "calibration.status"}),
 }
 
 
