@@ -35,6 +35,9 @@ def run(
     plot: Annotated[bool, typer.Option(help="Draw the DET curve and distributions (needs matplotlib).")] = True,
     modes: Annotated[str, typer.Option("--modes", help="fast, or both: fast and accurate (dlib and the side "
                                                        "model fused) side by side on the same pairs.")] = "both",
+    deployment: Annotated[bool, typer.Option("--deployment", help="Also keep the summary and DET curve "
+                                             "(aggregates only) as the last eval of the --home deployment, where "
+                                             "the console's auditor sees them.")] = False,
 ) -> None:
     """Accuracy on labelled photos: FTE, distance distributions, FNMR at FMR, EER, DET curve (Markdown + PNG)."""
     from facekeeper.cli import main as cli
@@ -57,8 +60,22 @@ def run(
                                                  ev.genuine, ev.impostor)
             calibration_out.write_text(json.dumps({"tables": [table.to_dict()]}, indent=2) + "\n")
             written.append(calibration_out)
+        if deployment:
+            written.append(_record(cli.state.home, ev))
     summary = ev.summary()
     cli.emit({**summary, "written": [str(p) for p in written]}, lambda: _human(cli.out, summary, written))
+
+
+def _record(home: Path, ev: evaluation.Evaluation) -> Path:
+    """The run's summary and DET curve(s) as the deployment's last eval (``facekeeper.provenance``)."""
+    from facekeeper.provenance import record_eval
+
+    curves = {}
+    for mode, e in (("fast", ev), ("accurate", ev.accurate)):
+        if e is not None and len(e.genuine) and len(e.impostor):
+            fmr, fnmr = evaluation.det_points(e.genuine, e.impostor)
+            curves[mode] = list(zip(fmr.tolist(), fnmr.tolist(), strict=True))
+    return record_eval(home, ev.summary(), curves)
 
 
 def _human(out: Console, s: dict[str, Any], written: list[Path]) -> None:

@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from facekeeper.api.auth import Caller
 from facekeeper.errors import FacekeeperError
 from facekeeper.privacy.policy import may
-from facekeeper.web import HERE
+from facekeeper.web import HERE, qr
 from facekeeper.web.accounts import AccountStore, Session, csrf_ok
 
 COOKIE = "fk_console"
@@ -37,6 +37,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/audit", "Audit", "audit.export"),
     ("/compliance", "Compliance", "compliance.report"),
     ("/system", "Calibration & license", "license.status"),
+    ("/devices", "Gates & liveness", "devices.status"),
     ("/admin", "Administration", "keys.manage"),
 )
 
@@ -55,6 +56,7 @@ def when(ts: float | None) -> str:
 
 templates.env.filters["when"] = when
 templates.env.globals["may"] = may
+templates.env.globals["qr"] = qr.svg
 
 
 def accounts(request: Request) -> AccountStore:

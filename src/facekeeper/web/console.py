@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from markupsafe import Markup
 from starlette.datastructures import FormData, UploadFile
 
 from facekeeper import config
@@ -22,6 +23,7 @@ from facekeeper.api.app import context, run
 from facekeeper.api.keys import ApiKey, NewKey
 from facekeeper.engine.quality import QualityReport, check
 from facekeeper.errors import FacekeeperError, InvalidInput
+from facekeeper.liveness.summary import OUTCOMES as LIVENESS_OUTCOMES
 from facekeeper.privacy import ConsentForm, Guardian
 from facekeeper.privacy.policy import may
 from facekeeper.service import Service
@@ -43,6 +45,8 @@ router = APIRouter(include_in_schema=False)
 LOGIN_CSRF = "fk_login"
 MAX_PHOTOS = 5
 AUDIT_ROWS = 500
+SUBJECT_ROWS = 100
+GATE_STALE_S = 10.0  # a running gate rewrites its status every second: older than this, it is not running
 
 
 def settings_of(request: Request, tenant: str) -> config.Settings:
@@ -256,6 +260,11 @@ def _consent_form(form: FormData) -> ConsentForm:
     return ConsentForm(method, evidence, minor=minor, guardian=guardian)
 
 
+def credential_kind(form: FormData) -> str:
+    """The form's "qr" is the credential store's "token": a random token the QR code carries."""
+    return "token" if form.get("kind") == "qr" else "pin"
+
+
 @router.post("/console/{tenant}/enrol")
 async def enrol(request: Request, tenant: str) -> HTMLResponse:
     """Consent for each chosen purpose, then the photos, then (when asked) the person's self-service code."""
@@ -295,7 +304,7 @@ async def _alternative(request: Request, session: Session, subject_id: str, purp
     """For someone who declines a face: consent recorded as for a face, and a PIN or QR token instead."""
     who = caller(session)
     consent = _consent_form(form)
-    kind = "qr" if form.get("kind") == "qr" else "pin"
+    kind = credential_kind(form)
     issued = []
     for purpose in purposes:
         await run(request, who, Service.grant_consent, subject_id, who.purpose(purpose), consent)
@@ -310,14 +319,10 @@ async def subjects(request: Request, tenant: str) -> HTMLResponse:
     """Every enrolled person: pseudonym, purposes, consent state and the date the consent ends."""
     session = session_for(request, tenant)
     try:
-        people = await run(request, caller(session), Service.subjects)
-        rows = []
-        for s in people[:100]:
-            consents = await run(request, caller(session), Service.consents, s.subject_id)
-            rows.append({"info": s, "consents": consents})
+        overview = await run(request, caller(session), Service.subjects_overview, SUBJECT_ROWS)
     except FacekeeperError as exc:
         return problem(request, session, exc)
-    return page(request, "subjects.html", session, rows=rows, total=len(people))
+    return page(request, "subjects.html", session, rows=overview.rows, total=overview.total)
 
 
 @router.get("/console/{tenant}/subject")
@@ -384,6 +389,24 @@ async def subject_self_service(request: Request, tenant: str) -> HTMLResponse:
     code = accounts(request).issue_self_service(tenant, info.subject_id)
     return page(request, "enrolled.html", session, result=None, subject_id=info.subject_id, purposes=[], code=code,
                 issued=None)
+
+
+@router.post("/console/{tenant}/subject/credential")
+async def subject_credential(request: Request, tenant: str) -> HTMLResponse:
+    """A PIN or QR token for an enrolled or consenting person, for one purpose: shown once (the QR code drawn
+    here), as at the enrolment desk; the guard checks the purpose's consent and records the issue."""
+    session = session_for(request, tenant)
+    form = await check_csrf(request, session)
+    who = caller(session)
+    subject_id = str(form.get("id", ""))
+    kind = credential_kind(form)
+    try:
+        issued = await run(request, who, Service.issue_credential, subject_id,
+                           who.purpose(str(form.get("purpose", ""))), kind)
+    except FacekeeperError as exc:
+        return problem(request, session, exc)
+    return page(request, "enrolled.html", session, result=None, subject_id=subject_id, purposes=[], code=None,
+                issued=[issued])
 
 
 @router.post("/console/{tenant}/subject/revoke-credential")
@@ -489,14 +512,42 @@ async def compliance(request: Request, tenant: str) -> HTMLResponse:
 
 @router.get("/console/{tenant}/system")
 async def system(request: Request, tenant: str) -> HTMLResponse:
-    """The license in force, and the calibration the decisions use, with where it came from."""
+    """The license in force, and the calibration the decisions use, with where it came from: the signed
+    tables, the site's adopted one, and the DET curve of the last eval recorded in the deployment."""
     session = session_for(request, tenant)
     try:
         status = await run(request, caller(session), Service.license_status)
+        calibration = await run(request, caller(session), Service.calibration_status)
     except FacekeeperError as exc:
         return problem(request, session, exc)
     settings = settings_of(request, tenant)
-    return page(request, "system.html", session, lic=status.to_dict(), settings=settings)
+    return page(request, "system.html", session, lic=status.to_dict(), settings=settings, cal=calibration,
+                det=_det_chart(calibration["last_eval"]))
+
+
+def _det_chart(last: dict[str, Any] | None) -> Markup | None:
+    """The last eval's DET curve(s) with the measured operating points, or None without a usable record."""
+    if not last or "error" in last or not last.get("det"):
+        return None
+    s = last["summary"]
+    marks = [(f"FMR {p['target_fmr']:g}", p["target_fmr"], p["fnmr"]) for p in s["fnmr_at_fmr"]
+             if p["threshold"] is not None and p["fnmr"] is not None]
+    return charts.det_curve(last["det"], s["genuine_pairs"], s["impostor_pairs"], marks,
+                            f"DET curve: {s['dataset']} ({s['genuine_pairs']:,} genuine,"
+                            f" {s['impostor_pairs']:,} impostor pairs)")
+
+
+@router.get("/console/{tenant}/devices")
+async def devices(request: Request, tenant: str) -> HTMLResponse:
+    """Gates and liveness: each gate's last status and the liveness sessions of the last day by outcome."""
+    session = session_for(request, tenant)
+    need(session, "devices.status")
+    try:
+        status = await run(request, caller(session), Service.devices_status)
+    except FacekeeperError as exc:
+        return problem(request, session, exc)
+    return page(request, "devices.html", session, gates=status["gates"], liveness=status["liveness"],
+                outcomes=LIVENESS_OUTCOMES, stale_after=GATE_STALE_S)
 
 
 # -- admin -------------------------------------------------------------------------------------------------
