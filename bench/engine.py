@@ -417,10 +417,13 @@ class Backends:
     onnx: bool
     onnx_note: str
     default: str = field(default_factory=lambda: EngineSettings().backend)
+    only_default: bool = False
 
     @property
     def order(self) -> list[str]:
         available = ["dlib", "onnx"] if self.onnx else ["dlib"]
+        if self.only_default and self.default in available:
+            return [self.default]
         return sorted(available, key=lambda b: b != self.default)
 
     def engines(self) -> list[tuple[str, dict[str, Any]]]:
@@ -496,7 +499,8 @@ def face_sets(faces94_sample: int) -> list[tuple[str, Path, list[Path]]]:
     return sets
 
 
-def bench_enroll(report: Report, backends: Backends, procs: int, faces94: int, sets: set[str]) -> None:
+def bench_enroll(report: Report, backends: Backends, procs: int, faces94: int, sets: set[str],
+                 sweep: bool = True) -> None:
     """Throughput and agreement per set; the non-default backend runs with ``procs`` processes only."""
     for name, root, files in face_sets(faces94):
         if name not in sets:
@@ -573,7 +577,8 @@ def bench_enroll(report: Report, backends: Backends, procs: int, faces94: int, s
         settings = EngineSettings()
         default = (f"quick_face {settings.quick_face}, max_side {settings.detect_max_side}, upsample "
                    f"{settings.upsample} (default)", default_run.per_second(), len(default_agree.differ), worst)
-        sweep_settings(report, backends, name, root, files, peer_run, procs, default)
+        if sweep:
+            sweep_settings(report, backends, name, root, files, peer_run, procs, default)
 
 
 def load() -> str:
@@ -1064,6 +1069,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=1000, help="identify probes per size")
     ap.add_argument("--reps", type=int, default=40, help="verify calls per variant")
     ap.add_argument("--gallery", type=int, default=10_000, help="templates for the full gallery path")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the other detection settings")
+    ap.add_argument("--default-backend", action="store_true", help="run the default embedding backend only")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: embed,enroll,verify,identify,gallery")
     args = ap.parse_args(argv)
     sizes = parse_sizes(args.sizes)
@@ -1071,13 +1078,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         sizes = [s for s in sizes if s < 1_000_000]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     backends = check_backends()
+    backends.only_default = args.default_backend
     report = Report(backends)
     started, load_start = time.perf_counter(), load()
     with tempfile.TemporaryDirectory(prefix="fk-bench-") as tmp:
         work = Path(tmp)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("embed", lambda: bench_embed(report, backends)),
-            ("enroll", lambda: bench_enroll(report, backends, args.procs, args.faces94, set(args.sets.split(",")))),
+            ("enroll", lambda: bench_enroll(report, backends, args.procs, args.faces94, set(args.sets.split(",")),
+                                            not args.no_sweep)),
             ("verify", lambda: bench_verify(report, backends, args.reps, work)),
             ("identify", lambda: bench_identify(report, backends, sizes, args.queries, work)),
             ("gallery", lambda: bench_gallery(report, args.gallery, min(args.queries, 500), work,

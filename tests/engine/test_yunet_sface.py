@@ -79,7 +79,7 @@ def test_sface_on_a_hog_detection_takes_yunet_points_of_the_same_face(yunet: Eng
     rgb = hog.decode(london("003"))
     face = hog.single_face(rgb, enrollment=False, accurate=True)
     assert face.detection.points is None
-    (found,) = yunet.detect(rgb)
+    (found,) = yunet.detect(rgb, every_face=True)  # full resolution, as five_points looks
     assert found.points is not None
     np.testing.assert_array_equal(face.side_crops[SFACE_MODEL_ID], sface_crop(rgb, found.points))
 
