@@ -4,7 +4,8 @@ a child process, the camera fed by Chromium's fake device from a volunteer's com
 Playwright's own browser download cannot work here (and is never run): the launch names /usr/bin/chromium,
 which ``make test`` installs from Debian. Screenshots of every page go to the test's temporary folder (and,
 with ``FACEKEEPER_CONSOLE_SHOTS=DIR``, as small PNGs to DIR: that is how docs/console/ is made). The tests
-run in order and share one server and one browser, to keep the run short.
+run in order and share one server and one browser, to keep the run short; the pages that need no erased
+person (the QR credential, calibration, gates and liveness) run before the self-service withdrawal.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from facekeeper.api.server import ServerProcess
 from facekeeper.api.tenants import Layout
+from facekeeper.gate.runner import GateMetrics, status_path, write_status
+from facekeeper.privacy import Actor
 from facekeeper.service import Service
-from tests.conftest import london
+from tests.conftest import LONDON, london
 from tests.web.conftest import PASSWORDS, make_root
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,9 +68,13 @@ class Shots:
         docs = os.environ.get("FACEKEEPER_CONSOLE_SHOTS")
         self.docs = Path(docs) if docs else None
 
-    def take(self, page: Any, name: str) -> Path:
+    def take(self, page: Any, name: str, part: Any = None) -> Path:
+        """The whole page, or only ``part`` (a locator) when the page is longer than a screenshot shows."""
         path = self.folder / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        if part is None:
+            page.screenshot(path=str(path), full_page=True)
+        else:
+            part.screenshot(path=str(path))
         if self.docs is not None:
             self.docs.mkdir(parents=True, exist_ok=True)
             img = Image.open(path).convert("RGB")
@@ -181,8 +190,7 @@ def test_an_auditor_sees_those_entries_and_cannot_enrol(site: tuple[Layout, str]
     page.get_by_role("heading", name="Compliance report").wait_for()
     shots.take(page, "compliance")
     page.get_by_role("navigation").get_by_role("link", name="Calibration & license").click()
-    assert "valid" in page.locator("#license-state").inner_text()
-    shots.take(page, "calibration-license")
+    assert "valid" in page.locator("#license-state").inner_text()  # the page's shot comes with an eval recorded
     response = page.goto("/console/acme/enrol")  # not in the auditor's menu, and refused if typed in
     assert response is not None and response.status == 403
     shots.take(page, "refused")
@@ -203,6 +211,74 @@ def test_the_admin_pages(site: tuple[Layout, str], browser: Any, shots: Shots) -
     assert page.locator("#new-key").inner_text().startswith("fkapi1.")
     shots.take(page, "admin")
 
+
+def test_someone_who_declines_a_face_gets_a_qr_code_that_a_reader_scans(site: tuple[Layout, str], browser: Any,
+                                                                        shots: Shots, tmp_path: Path) -> None:
+    page = signed_in(browser, site[1], "olga")
+    page.get_by_role("navigation").get_by_role("link", name="Enrolment desk").click()
+    page.get_by_label("The person has read the notice").check()
+    page.get_by_label("Subject id").fill("visitor-8")
+    page.locator("input[name=purposes][value=access-control]").check()
+    page.get_by_label("Reference of the record").fill("form 2026-008")
+    page.locator("#decline").check()
+    page.locator("select[name=kind]").select_option("qr")
+    page.get_by_role("button", name="Record consent and enrol").click()
+    page.get_by_role("heading", name="Credential issued").wait_for()
+    token = page.locator(".credential .secret").inner_text().strip()
+    shots.take(page, "qr-credential")
+    seen = tmp_path / "qr.png"
+    page.locator("svg.qr").screenshot(path=str(seen))
+    decoded, _, _ = cv2.QRCodeDetector().detectAndDecode(cv2.imread(str(seen), cv2.IMREAD_GRAYSCALE))
+    assert decoded == token  # what Chromium drew scans back to the token the person is given
+    with Service.open(site[0].data_dir("acme")) as svc:
+        assert svc.check_credential("access-control", token=token, actor=Actor("test", "admin"))[0] == "visitor-8"
+
+
+def test_the_auditor_sees_the_calibration_in_force_and_the_last_eval_s_det_curve(
+        site: tuple[Layout, str], browser: Any, shots: Shots, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facekeeper.cli.main import app
+
+    layout, url = site
+    volunteers = tmp_path / "volunteers"
+    for person in ("001", "002", "003", "004", "005", "006"):
+        shutil.copytree(LONDON / person, volunteers / person)
+    result = CliRunner().invoke(app, ["--home", str(layout.data_dir("acme")), "eval", str(volunteers), "--out",
+                                      str(tmp_path / "report.md"), "--no-plot", "--modes", "fast", "--name",
+                                      "six London volunteers", "--deployment"])
+    assert result.exit_code == 0, result.output
+    page = signed_in(browser, url, "audrey")
+    page.get_by_role("navigation").get_by_role("link", name="Calibration & license").click()
+    assert "valid" in page.locator("#license-state").inner_text()
+    assert "signed by vendor key" in page.locator("#bundle").inner_text()
+    assert "six London volunteers" in page.locator("#eval-source").inner_text()
+    assert page.locator("svg[aria-label^='DET curve'] polyline").count() == 1
+    shots.take(page, "calibration-license")
+    shots.take(page, "last-eval", page.locator("section[aria-labelledby=eval-h]"))
+
+
+def test_the_admin_sees_gates_and_liveness(site: tuple[Layout, str], browser: Any, shots: Shots) -> None:
+    layout, url = site
+    data, now = layout.data_dir("acme"), time.time()
+    write_status(status_path(data, "main-entrance"), GateMetrics(
+        "main-entrance", "rtsp://camera-1/stream", started_at=now - 3600, updated_at=now, connected=True,
+        frames=53_280, frames_per_second=14.8, decode_errors=3, tracks_started=41, tracks_active=1,
+        tracks_without_match=6, decisions={"opened": 35, "unknown": 6}, door_answers={"granted": 35},
+        latency_sum=11.2, latency_count=41))
+    page = signed_in(browser, url, "ada")
+    page.get_by_role("navigation").get_by_role("link", name="Administration").click()
+    page.locator("select[name=role]").first.select_option("device")
+    page.locator("select[name=purpose]").select_option("payment")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text().strip()
+    till = page.request.post(f"{url}/v1/liveness/sessions", headers={"Authorization": f"Bearer {key}"},
+                             data={"purpose": "payment"})  # a till opens a session, through the server
+    assert till.status == 201, till.text()
+    page.get_by_role("navigation").get_by_role("link", name="Gates & liveness").click()
+    assert "14.8" in page.locator("main").inner_text()
+    assert page.locator("#liveness-open").inner_text() == "1"
+    shots.take(page, "devices")
 
 def test_a_person_withdraws_through_the_self_service_page_and_the_face_is_gone(site: tuple[Layout, str],
                                                                                 browser: Any, shots: Shots) -> None:
@@ -242,3 +318,4 @@ def test_a_forged_post_and_a_cookie_of_another_tenant_are_refused(site: tuple[La
     response = page.goto("/console/acme/subjects")
     assert response is not None and response.status == 403
     assert "another tenant" in page.get_by_role("alert").inner_text()
+

@@ -129,3 +129,14 @@ def test_an_unreadable_last_eval_is_said_in_words(client: TestClient, layout: La
     sign_in(client, "audrey")
     r = client.get("/console/acme/system")
     assert r.status_code == 200 and "is unreadable" in r.text and "run the eval again" in r.text
+
+
+def test_the_det_chart_spaces_decades_evenly_and_draws_a_zero_rate_on_the_axis() -> None:
+    from facekeeper.web.charts import det_curve
+
+    svg = str(det_curve({"fast": [[0.0, 1.0], [1 / 60, 1 / 6], [0.5, 0.0]]}, 6, 60))
+    x = {label: float(pos) for pos, label in re.findall(r'<text x="([\d.]+)" y="334"[^>]*class="tick">(1e-?\d)<', svg)}
+    assert set(x) == {"1e-2", "1e-1", "1e0"}
+    assert x["1e0"] - x["1e-1"] == pytest.approx(x["1e-1"] - x["1e-2"])
+    points = [tuple(map(float, p.split(","))) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]  # type: ignore[union-attr]
+    assert points[0][0] == 56.0 and points[-1][1] == 320.0  # FMR 0 on the left edge, FNMR 0 on the bottom

@@ -1,5 +1,6 @@
-"""Charts drawn on the server as SVG from audit entries: no script library, nothing fetched, readable without
-colour (each series has a label in the legend and a title on every bar for screen readers and tooltips)."""
+"""Charts drawn on the server as SVG from audit entries and the last eval's summary: no script library, nothing
+fetched, readable without colour (each series has a label in the legend, dashed or solid, and a title for
+screen readers and tooltips)."""
 
 from __future__ import annotations
 
@@ -93,12 +94,12 @@ DET_DASH = {"fast": "", "accurate": ' stroke-dasharray="6 3"'}  # told apart wit
 def det_curve(curves: Mapping[str, Sequence[Sequence[float]]], genuine_pairs: int, impostor_pairs: int,
               marks: Sequence[tuple[str, float, float]] = (), title: str = "DET curve") -> Markup:
     """The DET curve (log FMR across, log FNMR up) of each mode's (FMR, FNMR) points, with ``marks`` (label,
-    FMR, FNMR) at the operating points. A rate of 0 is drawn on the axis at half of one pair (as the eval's
-    PNG does), since a log axis has no 0."""
+    FMR, FNMR) at the operating points. Each axis starts at half of one pair's rate, where a rate of 0 is
+    drawn (as the eval's PNG does), since a log axis has no 0."""
     width, height, left, bottom, top, right = 640, 360, 56, 40, 28, 16
     plot_w, plot_h = width - left - right, height - bottom - top
-    floor_x, floor_y = 0.5 / max(impostor_pairs, 1), 0.5 / max(genuine_pairs, 1)
-    lo_x, lo_y = math.floor(math.log10(floor_x)), math.floor(math.log10(floor_y))
+    floor_x, floor_y = min(0.5 / max(impostor_pairs, 1), 0.1), min(0.5 / max(genuine_pairs, 1), 0.1)
+    lo_x, lo_y = math.log10(floor_x), math.log10(floor_y)  # the axes start at the floors
 
     def xy(fmr: float, fnmr: float) -> tuple[float, float]:
         fx = (math.log10(max(fmr, floor_x)) - lo_x) / -lo_x
@@ -109,12 +110,12 @@ def det_curve(curves: Mapping[str, Sequence[Sequence[float]]], genuine_pairs: in
              f' aria-label="{escape(title)}"><title>{escape(title)}</title>',
              f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#444"/>']
-    for exponent in range(lo_x, 1):
+    for exponent in range(math.ceil(lo_x), 1):
         x, _ = xy(10.0 ** exponent, 1)
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#ddd"/>'
                      f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="tick">1e{exponent}'
                      f'</text>')
-    for exponent in range(lo_y, 1):
+    for exponent in range(math.ceil(lo_y), 1):
         _, y = xy(1, 10.0 ** exponent)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">1e{exponent}</text>')
