@@ -12,6 +12,7 @@ import pytest
 from facekeeper.config import EngineSettings, QualitySettings
 from facekeeper.engine import Engine
 from facekeeper.engine import quality as q
+from facekeeper.engine.yunet import looks_ahead
 from facekeeper.errors import QualityRejected
 from tests.conftest import DATA, london
 
@@ -87,16 +88,18 @@ def test_the_estimate_turns_with_the_head_like_the_jaw_measure(engine: Engine) -
         assert np.sign(estimate) == np.sign(face.quality.yaw) and abs(estimate) > q.SCREEN_YAW
 
 
-def test_on_every_test_photo_the_screen_clears_only_faces_far_inside_the_limit(counting: CountingEngine) -> None:
+@pytest.mark.parametrize("detector", ["hog", "yunet"])
+def test_on_every_test_photo_the_screen_clears_only_faces_far_inside_the_limit(detector: str) -> None:
     """Mirrors included: whatever the screen lets through without the jaw model has a jaw yaw under half the
-    default limit, and every face turned more than 0.3 goes to the jaw model."""
-    engine = counting
+    default limit, and every face turned more than 0.3 goes to the jaw model; HOG's front-looking filters or
+    YuNet's nose tip say which faces look ahead."""
+    engine = Engine(EngineSettings(detector=detector))
     cleared, checked = 0, 0
     for path in every_test_face():
         rgb = engine.decode(path)
         for image in (rgb, np.ascontiguousarray(rgb[:, ::-1])):
             for face in engine.faces(image):
-                points5 = engine.landmarker(5)(image, face.box)
+                points5 = face.landmarks  # the 5 points the engine screened with
                 screened = not q.needs_jaw(points5, face.detection.frontal, 0.5)
                 checked += 1
                 cleared += screened
@@ -113,3 +116,16 @@ def test_rotation_is_still_measured_from_the_eyes_when_the_jaw_is_skipped(engine
                          borderMode=cv2.BORDER_REPLICATE)
     face = engine.single_face(rot, enrollment=True)
     assert 8 < abs(face.quality.roll_degrees) < 16
+
+
+def test_yunet_calls_a_face_looking_ahead_only_when_its_nose_tip_is_between_the_eyes() -> None:
+    yunet = Engine(EngineSettings(detector="yunet"))
+    (turned,) = yunet.detect(yunet.decode(TURNED), every_face=True)  # nose tip 0.39 eye distances off centre
+    (ahead,) = yunet.detect(yunet.decode(london("001")), every_face=True)
+    assert turned.frontal is False and ahead.frontal is True
+    eyes = np.array([[40.0, 50.0], [80.0, 50.0]])
+    mouth = np.array([[45.0, 90.0], [75.0, 90.0]])
+    for nose_x, expected in ((60.0, True), (65.0, True), (67.0, False), (52.0, False)):
+        points = np.vstack([eyes, [[nose_x, 70.0]], mouth])
+        assert looks_ahead(points) is expected, nose_x
+    assert not looks_ahead(np.vstack([eyes[::-1], [[60.0, 70.0]], mouth]))  # eyes in the wrong order

@@ -52,8 +52,23 @@ class YuNetDetector:
         for row in found:
             x, y, bw, bh = (float(v) for v in row[:4])
             box = (round(x), round(y), round(x + bw), round(y + bh))
-            out.append(Detection(box, float(row[14]), None, np.asarray(row[4:14], np.float32).reshape(5, 2)))
+            points = np.asarray(row[4:14], np.float32).reshape(5, 2)
+            out.append(Detection(box, float(row[14]), looks_ahead(points), points))
         return out
+
+
+# YuNet has no pose classes like HOG's filters; its nose tip is a coarse one. On a face that looks ahead the tip
+# sits near the middle of the eyes; beyond this fraction of the eye distance the face is treated as turned, and
+# the quality gate measures its jaw line (tests/engine/test_yaw_screen.py checks the screen on every test photo).
+LOOKS_AHEAD_NOSE = 0.15
+
+
+def looks_ahead(points: np.ndarray) -> bool:
+    """Whether YuNet's 5 points ((5, 2): eyes, nose tip, mouth corners) show a face looking ahead: the role HOG's
+    front-looking filters play in the yaw screen."""
+    right_eye, left_eye, nose = points[0], points[1], points[2]
+    eyes = float(left_eye[0] - right_eye[0])
+    return eyes > 0 and abs(float(nose[0]) - float(right_eye[0] + left_eye[0]) / 2) <= LOOKS_AHEAD_NOSE * eyes
 
 
 # YuNet's box is taller than HOG's (forehead to chin); dlib's shape predictor was trained from HOG's square box.
