@@ -186,7 +186,7 @@ def test_accurate_mode_is_calibrated_on_fused_scores_and_decides_with_the_adopte
         fast = svc.calibration.measure(ADMIN, "fast", (1e-2,), PairPlan(30, 20, 15))
         assert m.impostor_pairs == fast.impostor_pairs and m.points[0].threshold != fast.points[0].threshold
         adopted = svc.calibration.adopt(ADMIN, "accurate")
-        decision = svc._fused(svc.fusion, 0.5, 1.0, 1e-2)
+        decision = svc._fused(svc.fusion, 0.5, [1.0], 1e-2)  # one distance per side model
         assert decision.threshold == pytest.approx(adopted.threshold(1e-2)[0])
         assert svc.table == svc.bundle.table_for(svc.engine.model_id)  # fast mode keeps the signed table
 
