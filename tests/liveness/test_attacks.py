@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from facekeeper.cli.main import app
 from facekeeper.errors import BadImage
 from facekeeper.liveness import evaluate, frames, observe, rules, sessions
-from tests.liveness.clips import ANSWERS, CLIPS, clip_frames, needs_clips
+from tests.liveness.clips import ANSWER_SECONDS, ANSWERS, CLIPS, clip_frames, needs_clips
 
 pytestmark = needs_clips
 
@@ -26,7 +26,7 @@ pytestmark = needs_clips
 def answer(engine: Any) -> list[observe.Observation]:
     """d3 from 5 s: a right turn, then a left one, answering ANSWERS' challenge."""
     name, start, _ = ANSWERS
-    return observe.observe(engine, iter(clip_frames(name, start, start + 5.0)))
+    return observe.observe(engine, iter(clip_frames(name, start, start + ANSWER_SECONDS)))
 
 
 def _clip(engine: Any, name: str, start: float, end: float) -> list[observe.Observation]:
@@ -40,7 +40,8 @@ def test_a_bona_fide_answer_is_live(answer: list[observe.Observation]) -> None:
 
 
 def test_a_bona_fide_blink_is_seen(engine: Any) -> None:
-    decision = rules.decide(_clip(engine, "d0", 0.0, 2.95), ["blink"])
+    """d10 blinks 0.8 s into this window, as a person asked to blink at its first frame would."""
+    decision = rules.decide(_clip(engine, "d10", 6.6, 9.6), ["blink"])
     assert decision.live, decision
 
 
@@ -49,6 +50,38 @@ def test_the_same_recording_answers_no_other_challenge(answer: list[observe.Obse
     others = [c for n in (2, 3) for c in sessions.challenges(n) if c != ANSWERS[2]]
     assessed = rules.assess(answer)
     assert not [c for c in others if rules.decide(answer, c, assessed).live]
+
+
+# The windows of d3 (a head swinging side to side for 12 s) that answered a random challenge under the old slot
+# rule (an action anywhere from 0.2 s before its prompt to 3 s after it), with HOG or YuNet detection: (start
+# second, challenge). Each turn began 1.1-2.1 s after its prompt, or with the head still turned away.
+USED_TO_PASS: list[tuple[float, tuple[rules.Action, ...]]] = [
+    (0.0, ("turn-right", "blink")), (0.5, ("turn-right", "blink")), (1.5, ("blink", "turn-left")),
+    (2.5, ("turn-left", "blink")), (3.0, ("turn-left", "turn-right")), (3.5, ("turn-left", "turn-right")),
+    (5.0, ("turn-right", "turn-left")), (5.5, ("turn-right", "turn-left")),
+    (0.0, ("turn-right", "blink", "turn-left")), (0.5, ("turn-right", "turn-left", "blink")),
+    (1.0, ("blink", "turn-left", "turn-right")), (1.5, ("blink", "turn-left", "turn-right")),
+    (2.0, ("blink", "turn-left", "turn-right")), (2.0, ("turn-left", "blink", "turn-right"))]
+
+
+@pytest.fixture(scope="module")
+def swinging(engine: Any) -> evaluate.Clip:
+    return evaluate.read_clip(engine, CLIPS / "d3.mp4")
+
+
+def test_a_head_swinging_side_to_side_answers_no_challenge(swinging: evaluate.Clip) -> None:
+    """Replay of d3: the windows that used to pass are refused, and no window of it (every 0.5 s) answers any
+    two- or three-step challenge."""
+    for start, challenge in USED_TO_PASS:
+        window = rules.window(challenge) + rules.START_SLACK_S
+        part = evaluate.retimed([o for o in swinging.obs if start <= o.t < start + window])
+        decision = rules.decide(part, challenge)
+        assert not decision.live, (start, challenge, decision)
+    for steps in (2, 3):
+        asked = sessions.challenges(steps)
+        for part in evaluate.windows(swinging.obs, rules.window(asked[0]) + rules.START_SLACK_S):
+            assessed = rules.assess(part)
+            assert not [c for c in asked if rules.decide(part, c, assessed).live]
 
 
 def test_the_recording_played_backwards_is_refused(answer: list[observe.Observation]) -> None:

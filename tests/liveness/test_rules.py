@@ -26,6 +26,45 @@ def test_actions_must_come_in_order_each_in_its_slot() -> None:
     assert rules.answers([ev("turn-left", 0.5), ev("blink", 5.5)], asked) == "not-answered"  # too late
 
 
+def test_each_action_begins_within_a_reaction_time_of_its_prompt() -> None:
+    """0.25-1.5 s after the prompt: sooner, the head was already moving; later, it answers no prompt. The old
+    slot (from 0.2 s before the prompt to 3 s after it) accepted all three refused here."""
+    asked = ["turn-left", "blink"]
+    assert rules.answers([ev("turn-left", 1.4), ev("blink", 3.4)], asked) is None
+    assert rules.answers([ev("turn-left", 0.1), ev("blink", 2.5)], asked) == "wrong-order"  # before it was seen
+    assert rules.answers([ev("turn-left", 1.8), ev("blink", 2.5)], asked) == "not-answered"  # too slow
+    assert rules.answers([ev("turn-left", 0.5), ev("blink", 3.8)], asked) == "not-answered"  # a blink 1.8 s on
+
+
+def _bump(t: np.ndarray, start: float, end: float, degrees: float) -> np.ndarray:
+    """A turn out and back: ``degrees`` at its middle, 0 outside [start, end]."""
+    inside = (t > start) & (t < end)
+    return np.where(inside, degrees * np.sin(np.pi * (t - start) / (end - start)) ** 2, 0.0)
+
+
+def _assessed(yaw: np.ndarray, t: np.ndarray) -> rules.Assessment:
+    """What ``assess`` makes of a head with this yaw series (degrees, person's left positive), as a real head
+    turns (with parallax), the eyes open."""
+    m = rules.Measures(t, np.full(len(t), 0.3), yaw, np.full(len(t), 0.08), np.zeros(len(t)), 0.1)
+    real, _ = rules.turns(m)
+    return rules.Assessment(None, real, False, len(t), float(t[-1]), 15.0, t, rules.relative_yaw(m))
+
+
+def test_each_asked_turn_starts_from_facing_the_screen() -> None:
+    """A head swinging side to side answers 'left, then right' by its rhythm alone: each turn begins 1 s after
+    its prompt, but when 'turn right' is shown the head is still 27 degrees to the left. Asked from facing, the
+    same turns answer. Without the facing rule the swing is decided live."""
+    t = np.arange(75) / 15.0
+    asked: list[rules.Action] = ["turn-left", "turn-right"]
+    answering = _bump(t, 0.8, 1.9, 30) - _bump(t, 2.8, 3.9, 30)
+    swinging = _bump(t, 0.8, 2.8, 30) - _bump(t, 2.9, 4.3, 30)
+    assert rules.decide([], asked, _assessed(answering, t)).outcome == "live"
+    swing = _assessed(swinging, t)
+    assert [e.action for e in swing.events] == asked
+    assert rules.answers(swing.events, asked) is None  # the timing alone lets it through
+    assert rules.decide([], asked, swing).reasons == ["not-facing"]
+
+
 def test_extra_blinks_are_allowed_but_not_an_extra_turn() -> None:
     asked = ["turn-left", "turn-right"]
     assert rules.answers([ev("blink", 0.2), ev("turn-left", 0.5), ev("blink", 1.5), ev("turn-right", 2.5)],

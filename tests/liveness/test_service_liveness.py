@@ -16,7 +16,7 @@ from facekeeper.liveness import sessions
 from facekeeper.privacy import Actor
 from facekeeper.service import Service
 from tests.conftest import FORM, london, ready
-from tests.liveness.clips import ANSWERS, clip_jpegs, frame_at, needs_clips
+from tests.liveness.clips import ANSWER_SECONDS, ANSWERS, clip_jpegs, frame_at, needs_clips
 from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
@@ -135,7 +135,7 @@ def _live(svc: Service, subject: str | None = "c3") -> str:
     name, start, challenge = ANSWERS
     started = svc.liveness_start(subject, purpose="payment", actor=TILL)
     assert tuple(started.challenge) == challenge
-    frames, times = clip_jpegs(name, start, start + 5.0)
+    frames, times = clip_jpegs(name, start, start + ANSWER_SECONDS)
     result = svc.liveness_submit(started.session_id, started.nonce, frames, times, actor=TILL)
     assert result.outcome == "live", result
     return started.session_id
@@ -175,7 +175,7 @@ def test_a_live_result_expires_and_serves_only_its_purpose_and_its_face(live_sit
 def test_the_audit_and_the_database_hold_the_decision_never_a_frame(live_site: Service) -> None:
     name, start, _ = ANSWERS
     session = _live(live_site)
-    frames, _ = clip_jpegs(name, start, start + 5.0)
+    frames, _ = clip_jpegs(name, start, start + ANSWER_SECONDS)
     entries = [e for e in live_site.privacy.audit.entries() if e.action.startswith("liveness.")]
     assert [(e.action, e.outcome) for e in entries] == [("liveness.start", "ok"), ("liveness.submit", "live")]
     assert entries[1].detail["challenge"] == list(ANSWERS[2]) and entries[1].detail["reasons"] == ["answered"]

@@ -14,9 +14,10 @@ From a folder of genuine recordings (one person each) it builds each presentatio
 APCER per species is the share of attacks decided ``live``, with n and the 95% upper bound (Clopper-Pearson;
 0 of n gives 1 - 0.05^(1/n)); the worst species is the headline. BPCER is the share of bona fide trials not
 decided ``live``: a clip answers a one-action challenge for each action it contains, and a two-turn one for
-each change of direction, when some window of it is decided ``live``. The actions a clip contains come from
-a labels file, else from the events found on the whole clip (then BPCER measures the window, identity,
-continuity and photo checks, not the event detectors' misses).
+each change of direction, when some window of it (starting at any frame, ``TRIAL_STEP_S``) is decided
+``live``. The actions a clip contains come from a labels file, else from the events found on the whole clip
+(then BPCER measures the window, identity, continuity and photo checks, not the event detectors' misses).
+``reversed`` is built from the replay windows decided ``live``: when none is, it has no attack (n 0).
 
 Windows and splices reuse each clip's observations (one pass per clip); ``still``, ``warp-2d`` and
 ``tilt-3d`` are new pixels, observed again. Nothing is written but the report.
@@ -45,6 +46,10 @@ from facekeeper.liveness.sessions import challenges
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 SPECIES = ("still", "warp-2d", "tilt-3d", "reversed", "splice", "replay-2", "replay-3")
 WINDOW_STEP_S = 0.5  # replay windows start every half second
+# A bona fide trial may start at any frame: the prompt is placed where a person answering it would have seen it
+# (the answer must begin 0.25-1.5 s after its prompt, which a half-second grid can miss for two steps), and its
+# window may end with the clip (a clip is no session: it stops when it stops; the rules take a short sequence).
+TRIAL_STEP_S = 0.1
 ATTACK_S, ATTACK_FPS = 5.0, 15.0  # the photo attacks' sequences: 75 frames
 
 
@@ -151,16 +156,19 @@ def read_clip(engine: Engine, path: Path, max_seconds: float | None = None) -> C
     return Clip(path.stem, path, obs, (time.perf_counter() - start) / max(len(obs), 1))
 
 
-def windows(obs: Sequence[observe.Observation], length: float) -> Iterator[list[observe.Observation]]:
-    """Every ``length`` s window of ``obs`` starting each ``WINDOW_STEP_S``, retimed to start at 0."""
+def windows(obs: Sequence[observe.Observation], length: float, step: float = WINDOW_STEP_S, *,
+            to_the_end: bool = False) -> Iterator[list[observe.Observation]]:
+    """Every ``length`` s window of ``obs`` starting each ``step`` s, retimed to start at 0; ``to_the_end`` also
+    yields the windows cut short by the clip's end (those of ``rules.MIN_FRAMES`` frames or more)."""
     if not obs:
         return
     end = obs[-1].t
-    start = 0.0
-    while start + length <= end + 1e-6:
+    k = 0
+    while (start := k * step) + length <= end + 1e-6 or (to_the_end and start < end):
         part = [o for o in obs if start <= o.t < start + length]
-        yield retimed(part)
-        start += WINDOW_STEP_S
+        if len(part) >= rules.MIN_FRAMES or not to_the_end:
+            yield retimed(part)
+        k += 1
 
 
 def retimed(obs: Sequence[observe.Observation], t0: float | None = None) -> list[observe.Observation]:
@@ -299,9 +307,10 @@ def load_labels(path: Path | None) -> dict[str, list[Action]]:
 
 
 def best_window(obs: Sequence[observe.Observation], challenge: Sequence[Action]) -> rules.Decision | None:
-    """A window of the clip decided live for ``challenge``, else the last window's decision."""
+    """A trial window of the clip (``TRIAL_STEP_S``) decided live for ``challenge``, else the last one's
+    decision."""
     last = None
-    for part in windows(obs, rules.window(challenge) + rules.START_SLACK_S):
+    for part in windows(obs, rules.window(challenge) + rules.START_SLACK_S, TRIAL_STEP_S, to_the_end=True):
         last = rules.decide(part, challenge)
         if last.live:
             return last

@@ -16,6 +16,9 @@ What the rules rest on (measured on real clips with dlib's 68 landmarks, see doc
   head turning does not: the nose leaves the plane of the cheeks. A turn counts only with that parallax.
 * The same person throughout: every described frame within ``SAME_PERSON`` of the first (dlib distance), and
   no cut: the landmarks never jump between consecutive frames. Motion alone let 4 of 12 splices through.
+* An answer follows its prompt: each action begins within a human reaction time of being shown, and each
+  asked turn starts from facing the screen. A genuine recording of a head swinging from side to side answered
+  about 1% of random challenges when any start within the next two seconds counted (docs/liveness.md).
 """
 
 from __future__ import annotations
@@ -39,8 +42,7 @@ MIN_FPS = 10.0  # frames per second: below this a blink (60-400 ms) can fall bet
 MAX_GAP_S = 0.3  # a longer hole between frames (or faces) could hide a cut
 MIN_FACE_FRAMES = 0.9  # share of frames that must hold a face
 WINDOW_PER_STEP_S = 2.0  # each asked action gets this long: 4 s for two actions, 6 s for three
-START_SLACK_S = 1.0  # the person reads the prompt: frames may run this much longer than the actions' window
-SLOT_EARLY_S = 0.2  # an action may start this long before its prompt's time (terminal and frame clocks differ)
+START_SLACK_S = 1.0  # the last answer may run this much past the actions' window: the frames may be this longer
 MIN_EYE_DISTANCE_PX = 20.0  # at the 480 px working scale: a smaller face gives landmarks too coarse for blinks
 
 # -- blinks ----------------------------------------------------------------------------------------------
@@ -62,6 +64,25 @@ YAW_SMOOTH = 3  # frames of the running median taken of yaw: one frame's jaw-lin
 # the best homography. A flat picture stays at landmark noise (<0.02 measured) whatever is done to it; a head
 # turned by TURN_DEGREES leaves it well above (0.05-0.1 measured).
 PARALLAX_MIN = 0.035
+
+# -- answering the prompts -------------------------------------------------------------------------------
+# The terminal shows action k at k x WINDOW_PER_STEP_S after its first frame, on the clock that stamps the
+# frames; the screen's and the camera's latencies only make an answer look later, never earlier.
+# An action begins (a turn passes RETURN_DEGREES, the eyes close below BLINK_CLOSED) no sooner than this after
+# its prompt: a visual choice reaction takes at least 0.2 s, and a head needs about 0.1 s more to pass 10
+# degrees. A swinging head already on its way when the prompt appears answers nothing.
+REACTION_MIN_S = 0.25
+# ... and no later than this: choice reactions of older adults average 0.6-0.8 s; 1.5 s leaves their slow tail
+# and a moment to read. When an answer could begin anywhere from 0.2 s before its prompt to 3 s after it, a
+# genuine recording of a head swinging side to side (shared clip d3) answered 12 of 1,392 random challenges;
+# with this window and FACING_DEGREES none did, also with windows taken every 0.1 s (6,864 tries, HOG or YuNet
+# detection); with 2.0 s, 1-2 of those did, so 1.5 s keeps a margin. A slower person is asked again.
+REACTION_MAX_S = 1.5
+# When a turn is asked, the head faces the screen: within this many degrees of the person's own median at the
+# turn's prompt (between RETURN_DEGREES, back from a turn, and TURN_DEGREES, a turn). A person reads the prompt
+# and answers it from facing; a head swinging side to side is turned away at most prompts (17-40 degrees
+# measured on the replays this refuses). Not asked of a blink, which needs no head movement.
+FACING_DEGREES = 15.0
 
 # -- one person, one take ------------------------------------------------------------------------------
 SAME_PERSON = 0.6  # dlib distance: every described frame within this of the first frame (its usual threshold)
@@ -219,7 +240,7 @@ def turns(m: Measures) -> tuple[list[Event], list[Event]]:
     among them made without parallax (a flat picture turned), which do not count."""
     if len(m.yaw) == 0:
         return [], []
-    rel = _running_median(m.yaw, YAW_SMOOTH) - float(np.median(m.yaw))
+    rel = relative_yaw(m)
     step = float(np.median(np.diff(m.t))) if len(m.t) > 1 else 0.0
     real, flat = [], []
     for sign, action in ((1, "turn-left"), (-1, "turn-right")):
@@ -232,6 +253,11 @@ def turns(m: Measures) -> tuple[list[Event], list[Event]]:
             event = Event(action, float(m.t[a]), float(m.t[b - 1]))  # type: ignore[arg-type]
             (real if m.parallax[peak] >= PARALLAX_MIN else flat).append(event)
     return sorted(real, key=lambda e: e.start), flat
+
+
+def relative_yaw(m: Measures) -> np.ndarray:
+    """Yaw from the person's own median, degrees, smoothed over ``YAW_SMOOTH`` frames."""
+    return _running_median(m.yaw, YAW_SMOOTH) - float(np.median(m.yaw))
 
 
 def _running_median(x: np.ndarray, width: int) -> np.ndarray:
@@ -255,13 +281,14 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def answers(events: Sequence[Event], challenge: Sequence[Action]) -> str | None:
-    """None when ``events`` answer ``challenge``, else the reason code. The terminal shows step ``i`` at
-    ``i * WINDOW_PER_STEP_S`` s, so step ``i`` must start in its slot, from then until the next step's time plus
-    ``START_SLACK_S`` (reaction time). The turns seen must be exactly the turns asked, in order; other blinks
-    are allowed (people blink on their own every few seconds)."""
+    """None when ``events`` answer ``challenge``, else the reason code. The terminal shows step ``k`` at
+    ``k * WINDOW_PER_STEP_S`` s; the step's action must begin from ``REACTION_MIN_S`` to ``REACTION_MAX_S``
+    after that. The turns seen must be exactly the turns asked, in order; other blinks are allowed (people
+    blink on their own every few seconds)."""
     i = 0
     for k, step in enumerate(challenge):
-        opens, closes = k * WINDOW_PER_STEP_S - SLOT_EARLY_S, (k + 1) * WINDOW_PER_STEP_S + START_SLACK_S
+        prompt = k * WINDOW_PER_STEP_S
+        opens, closes = prompt + REACTION_MIN_S, prompt + REACTION_MAX_S
         while i < len(events) and (events[i].action != step or events[i].start < opens):
             if events[i].action != "blink":
                 return "wrong-order"
@@ -272,6 +299,19 @@ def answers(events: Sequence[Event], challenge: Sequence[Action]) -> str | None:
     if any(e.action != "blink" for e in events[i:]):
         return "not-asked"
     return None
+
+
+def faced(t: np.ndarray, rel_yaw: np.ndarray, challenge: Sequence[Action]) -> bool:
+    """Whether the head faced the screen (within ``FACING_DEGREES`` of its median) at each asked turn's prompt;
+    ``rel_yaw`` is the smoothed yaw from the median at times ``t`` (face frames), the frame nearest the prompt
+    read."""
+    for k, step in enumerate(challenge):
+        if step == "blink" or len(t) == 0:
+            continue
+        nearest = int(np.argmin(np.abs(t - k * WINDOW_PER_STEP_S)))
+        if abs(rel_yaw[nearest]) > FACING_DEGREES:
+            return False
+    return True
 
 
 def identity(obs: Sequence[Observation]) -> float:
@@ -298,7 +338,8 @@ WHY = {
     "identity-changed": f"the face is not the same person throughout (a frame over {SAME_PERSON} from the first)",
     "still": "the face never moved: a still picture",
     "flat": "the face turned without parallax, as a photo moved or tilted does",
-    "not-answered": "not every action asked was seen",
+    "not-answered": f"not every action asked was seen {REACTION_MIN_S:g}-{REACTION_MAX_S:g} s after its prompt",
+    "not-facing": "the head was turned away when a turn was asked: face the screen until each prompt appears",
     "wrong-order": "the actions were made in another order than asked",
     "not-asked": "a head turn that was not asked",
 }
@@ -315,6 +356,8 @@ class Assessment:
     frames: int
     duration: float
     fps: float
+    t: np.ndarray = field(default_factory=lambda: np.zeros(0))  # face frames' times, seconds
+    rel_yaw: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their smoothed yaw from the median
 
 
 def assess(obs: Sequence[Observation]) -> Assessment:
@@ -352,7 +395,7 @@ def assess(obs: Sequence[Observation]) -> Assessment:
         return stop("still")
     real, flat = turns(m)
     events = sorted(real + blinks(m), key=lambda e: e.start)
-    return Assessment(None, events, bool(flat) and not real, n, duration, fps)
+    return Assessment(None, events, bool(flat) and not real, n, duration, fps, m.t, relative_yaw(m))
 
 
 def decide(obs: Sequence[Observation], challenge: Sequence[Action], assessed: Assessment | None = None) -> Decision:
@@ -372,4 +415,6 @@ def decide(obs: Sequence[Observation], challenge: Sequence[Action], assessed: As
     problem = answers(a.events, challenge)
     if problem is not None:
         return verdict("flat" if a.flat else problem, a.events)
+    if not faced(a.t, a.rel_yaw, challenge):
+        return verdict("not-facing", a.events)
     return verdict("answered", a.events)
