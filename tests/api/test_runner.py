@@ -49,7 +49,7 @@ def test_only_declared_operations_run_and_always_as_the_caller(root: Root) -> No
     finally:
         svc.close()
     assert {op.name for op in contract.table() if op.cost == "photo"} == {
-        "detect", "enroll", "enroll_dir", "verify", "identify"}
+        "detect", "enroll", "enroll_dir", "verify", "identify", "liveness_submit"}
 
 
 def test_thread_runner_reopens_a_tenant_when_its_settings_change(root: Root) -> None:
