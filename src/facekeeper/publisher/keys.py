@@ -1,7 +1,7 @@
 """The vendor's Ed25519 key pair: generate, store, load, sign.
 
 The private key signs every bundle and license, so it lives offline (an air-gapped machine or a hardware
-token in production; ``/work/vendor-keys`` during development) and never in a repository: ``generate``
+token in production; ``~/vendor-keys`` during development) and never in a repository: ``generate``
 refuses a directory inside a git work tree. Only the public half ships, as ``data/vendor_public.pem``.
 """
 
@@ -37,7 +37,7 @@ def generate(out_dir: Path, passphrase: bytes | None = None, *, throwaway: bool 
     repo = None if throwaway else _inside_git_tree(out_dir)
     if repo is not None:
         raise ConfigError(f"{out_dir} is inside the git work tree {repo}: keep the vendor private key out of"
-                          " every repository (e.g. /work/vendor-keys, then offline)")
+                          " every repository (e.g. ~/vendor-keys, then offline)")
     private_path, public_path = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
     for path in (private_path, public_path):
         if path.exists():
