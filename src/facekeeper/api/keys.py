@@ -74,6 +74,10 @@ class ApiKey:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def audit_facts(self) -> dict[str, str | None]:
+        """What the tenant's audit chain records of a key created or revoked (never its secret)."""
+        return {"key_id": self.id, "role": self.role, "key_purpose": self.purpose}
+
 
 @dataclass(frozen=True)
 class NewKey:

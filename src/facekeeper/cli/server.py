@@ -119,7 +119,7 @@ def keys_create(
 
         def create() -> dict[str, str | None]:
             made.append(store.create(tenant, role, purpose, label))
-            return {"key_id": made[0].key.id, "role": role, "key_purpose": purpose}
+            return made[0].key.audit_facts()
 
         try:
             with Service.open(layout.require(tenant)) as svc:  # the guard: admin only, audited in the tenant
@@ -185,7 +185,7 @@ def keys_revoke(
 
         def revoke() -> dict[str, str | None]:
             revoked.append(store.revoke(key_id))
-            return {"key_id": key_id, "role": revoked[0].role, "key_purpose": revoked[0].purpose}
+            return revoked[0].audit_facts()
 
         try:
             found = store.get(key_id)

@@ -36,6 +36,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def outcome_of(error: FacekeeperError) -> str:
+    """How the audit records an operation that raised: refused (403/409) or failed, with the error's code
+    (or the fuller reason when the caller was told less)."""
+    kind = "refused" if error.http_status in (403, 409) else "failed"
+    return error.audited_as or f"{kind}:{error.code}"
+
+
 @dataclass
 class Operation:
     """One guarded call: who, why, when. ``audited`` is set once its single success entry is written."""
@@ -115,9 +122,8 @@ class Privacy:
                 op.purpose, op.purpose_settings = policy.purpose(self.settings, purpose, operation)
             yield op
         except FacekeeperError as exc:
-            kind = "refused" if exc.http_status in (403, 409) else "failed"
-            self.audit.record(actor, action, exc.audited_as or f"{kind}:{exc.code}", at=op.now,
-                              purpose=op.purpose or purpose, subject=op.subject)
+            self.audit.record(actor, action, outcome_of(exc), at=op.now, purpose=op.purpose or purpose,
+                              subject=op.subject)
             raise
         if not op.audited:
             self.audit.record(actor, action, "ok", at=op.now, purpose=op.purpose, subject=op.subject)
@@ -132,9 +138,7 @@ class Privacy:
 
     def audit_outcome(self, actor: Actor, action: str, error: FacekeeperError | None) -> int:
         """The one entry of an operation whose work wrote none: ``ok``, or why it was refused or failed."""
-        kind = "refused" if error is not None and error.http_status in (403, 409) else "failed"
-        outcome = "ok" if error is None else error.audited_as or f"{kind}:{error.code}"
-        return self.audit.record(actor, action, outcome, at=self.clock())
+        return self.audit.record(actor, action, "ok" if error is None else outcome_of(error), at=self.clock())
 
     def append(self, db: Connection, op: Operation, outcome: str, *, subject: str | None = None,
                bucket: str | None = None, detail: dict[str, Any] | None = None, action: str | None = None) -> int:

@@ -20,7 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from facekeeper import config
 from facekeeper.api.app import context, run
-from facekeeper.api.keys import ApiKey, NewKey
+from facekeeper.api.keys import NewKey
 from facekeeper.engine.quality import QualityReport, check
 from facekeeper.errors import FacekeeperError, InvalidInput
 from facekeeper.liveness.summary import OUTCOMES as LIVENESS_OUTCOMES
@@ -565,10 +565,6 @@ def admin(request: Request, tenant: str) -> HTMLResponse:
     return page(request, "admin.html", session, **_admin_values(request, tenant))
 
 
-def _key_facts(key: ApiKey) -> dict[str, str | None]:
-    return {"key_id": key.id, "role": key.role, "key_purpose": key.purpose}
-
-
 @router.post("/console/{tenant}/admin/key")
 async def admin_key(request: Request, tenant: str) -> HTMLResponse:
     """A new API key, shown once; created inside ``manage_api_key`` so the tenant's chain records it."""
@@ -582,7 +578,7 @@ async def admin_key(request: Request, tenant: str) -> HTMLResponse:
     def create() -> dict[str, str | None]:
         ctx.layout.check_purpose(tenant, purpose)
         made.append(ctx.keys.create(tenant, role, purpose, label))
-        return _key_facts(made[0].key)
+        return made[0].key.audit_facts()
 
     try:
         await run(request, caller(session), Service.manage_api_key, "created", create)
@@ -598,7 +594,7 @@ async def admin_key_revoke(request: Request, tenant: str) -> Response:
     ctx = context(request)
 
     def revoke() -> dict[str, str | None]:
-        return _key_facts(ctx.keys.revoke(str(form.get("key_id", "")), tenant))
+        return ctx.keys.revoke(str(form.get("key_id", "")), tenant).audit_facts()
 
     try:
         await run(request, caller(session), Service.manage_api_key, "revoked", revoke)

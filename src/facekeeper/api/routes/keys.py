@@ -32,7 +32,7 @@ async def create_key(request: Request, caller: Annotated[Caller, Depends(allow()
     def create() -> dict[str, str | None]:
         ctx.layout.check_purpose(caller.tenant, body.purpose)
         made.append(ctx.keys.create(caller.tenant, body.role, body.purpose, body.label))
-        return _facts(made[0].key)
+        return made[0].key.audit_facts()
 
     await run(request, caller, Service.manage_api_key, "created", create)
     return schemas.NewApiKey(key=schemas.ApiKeyInfo.of(made[0].key), api_key=made[0].token)
@@ -45,11 +45,8 @@ async def revoke_key(key_id: str, request: Request, caller: Annotated[Caller, De
 
     def revoke() -> dict[str, str | None]:
         revoked.append(context(request).keys.revoke(key_id, caller.tenant))
-        return _facts(revoked[0])
+        return revoked[0].audit_facts()
 
     await run(request, caller, Service.manage_api_key, "revoked", revoke)
     return schemas.ApiKeyInfo.of(revoked[0])
 
-
-def _facts(key: ApiKey) -> dict[str, str | None]:
-    return {"key_id": key.id, "role": key.role, "key_purpose": key.purpose}
