@@ -20,8 +20,6 @@ import base64
 import hmac
 import os
 import secrets
-import sqlite3
-import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +29,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from facekeeper.errors import AuthError, ConfigError, InvalidInput, RateLimited
+from facekeeper.db.database import open_private_sqlite
+from facekeeper.errors import AuthError, InvalidInput, RateLimited
 from facekeeper.privacy.policy import ROLES
 
 PREFIX = "fkapi1"
@@ -98,14 +97,7 @@ def split_token(token: str) -> tuple[str, str]:
 class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        elif path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{path} is readable by others: run 'chmod 600 {path}'")
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_private_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
         self._failures: dict[str, list[float]] = {}
 

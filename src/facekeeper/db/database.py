@@ -14,8 +14,10 @@ MACs the previous one), and the change log's sequence numbers commit in order, s
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector
 
-from facekeeper.errors import GalleryError, StoreUnavailable
+from facekeeper.errors import ConfigError, GalleryError, StoreUnavailable
 
 # The advisory lock every PostgreSQL write transaction holds: an arbitrary constant, the same in every process.
 WRITE_LOCK = 0x66616365  # "face"
@@ -65,6 +67,20 @@ class Database(Protocol):
         """After an erasure: make the engine let go of deleted rows it still keeps (WAL, free pages)."""
 
     def close(self) -> None: ...
+
+
+def open_private_sqlite(path: Path, schema: str) -> sqlite3.Connection:
+    """A root-level SQLite file only its owner may read (API keys, console accounts): created 0600, refused
+    when group or others can read it, WAL, ``schema`` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    elif path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path} is readable by others: run 'chmod 600 {path}'")
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(schema)
+    return db
 
 
 class SqliteDatabase:

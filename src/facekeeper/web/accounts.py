@@ -24,11 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +39,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from facekeeper.errors import AuthError, ConfigError, InvalidInput, RateLimited
+from facekeeper.db.database import open_private_sqlite
+from facekeeper.errors import AuthError, InvalidInput, RateLimited
 from facekeeper.gallery import protect
 
 ACCOUNTS_FILE = "console.db"
@@ -154,14 +153,7 @@ class AccountStore:
     def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
         self.path = path
         self.now = clock or time.time
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        elif path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{path} is readable by others: run 'chmod 600 {path}'")
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_private_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
 
     @classmethod
