@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,14 +79,8 @@ class Metrics:
             for (t, route), h in sorted(self._latency.items()):
                 if t != tenant:
                     continue
-                cumulative = 0
-                for bound, count in zip((*BUCKETS, float("inf")), h.counts, strict=True):
-                    cumulative += count
-                    le = "+Inf" if bound == float("inf") else repr(bound)
-                    out.append(f"facekeeper_request_duration_seconds_bucket{_labels(tenant=t, route=route, le=le)}"
-                               f" {cumulative}")
-                out.append(f"facekeeper_request_duration_seconds_sum{_labels(tenant=t, route=route)} {h.total:.6f}")
-                out.append(f"facekeeper_request_duration_seconds_count{_labels(tenant=t, route=route)} {h.n}")
+                out += _histogram("facekeeper_request_duration_seconds", {"tenant": t, "route": route}, BUCKETS,
+                                  h.counts, h.total, h.n)
             out += _header("facekeeper_faces_processed_total", "counter", "Faces the engine processed, by operation.")
             for (t, op), n in sorted(self._faces.items()):
                 if t == tenant:
@@ -136,20 +130,26 @@ def _gate_lines(tenant: str, gates: list[GateMetrics]) -> list[str]:
     out += _header("facekeeper_gate_decision_latency_seconds", "histogram",
                    "From a face reaching a usable size to its door decision.")
     for g in gates:
-        cumulative = 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), g.latency_buckets, strict=True):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f"facekeeper_gate_decision_latency_seconds_bucket{_labels(tenant=tenant, door=g.door, le=le)}"
-                       f" {cumulative}")
-        labels = _labels(tenant=tenant, door=g.door)
-        out.append(f"facekeeper_gate_decision_latency_seconds_sum{labels} {g.latency_sum:.6f}")
-        out.append(f"facekeeper_gate_decision_latency_seconds_count{labels} {g.latency_count}")
+        out += _histogram("facekeeper_gate_decision_latency_seconds", {"tenant": tenant, "door": g.door},
+                          LATENCY_BUCKETS, g.latency_buckets, g.latency_sum, g.latency_count)
     return out
 
 
 def _header(name: str, kind: str, text: str) -> list[str]:
     return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def _histogram(name: str, labels: dict[str, str], bounds: Sequence[float], counts: Sequence[int], total: float,
+               n: int) -> list[str]:
+    """A Prometheus histogram's lines: cumulative buckets (the last one +Inf), sum and count."""
+    out, cumulative = [], 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        out.append(f"{name}_bucket{_labels(**labels, le=le)} {cumulative}")
+    out.append(f"{name}_sum{_labels(**labels)} {total:.6f}")
+    out.append(f"{name}_count{_labels(**labels)} {n}")
+    return out
 
 
 def _labels(**labels: str) -> str:
