@@ -8,6 +8,8 @@ tenant's audit chain through the same admin-only operation as an API key (``keys
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,15 +65,9 @@ def admin_create(
     key_root: KeyRootOpt = None,
 ) -> None:
     """Create an admin account and print a one-time sign-in link (valid one hour, shown once)."""
-    from facekeeper.cli import main as cli
-
-    with cli.handled():
-        layout = Layout.of(root, key_root).require_root()
-        token = _create(layout, tenant, name, "admin")
-    link = _link(host, port, token)
-    cli.emit({"tenant": tenant, "username": name, "role": "admin", "one_time_login": link},
-             lambda: cli.out.print(f"Admin {name} of {tenant} created. Sign in once (within an hour) at:\n{link}\n"
-                                   "then choose a password; turn on two-step sign-in under Password."))
+    _create_and_show(tenant, name, "admin", host, port, root, key_root,
+                     lambda link: f"Admin {name} of {tenant} created. Sign in once (within an hour) at:\n{link}\n"
+                                  "then choose a password; turn on two-step sign-in under Password.")
 
 
 @account_app.command("create")
@@ -85,6 +81,13 @@ def account_create(
     key_root: KeyRootOpt = None,
 ) -> None:
     """Create a console account with a one-time sign-in link."""
+    _create_and_show(tenant, name, role, host, port, root, key_root,
+                     lambda link: f"{role.capitalize()} {name} of {tenant} created. One-time sign-in link:\n{link}")
+
+
+def _create_and_show(tenant: str, name: str, role: str, host: str, port: int, root: Path | None,
+                     key_root: Path | None, say: Callable[[str], str]) -> None:
+    """Create the account, then print its one-time sign-in link (JSON with ``--json``)."""
     from facekeeper.cli import main as cli
 
     with cli.handled():
@@ -92,7 +95,7 @@ def account_create(
         token = _create(layout, tenant, name, role)
     link = _link(host, port, token)
     cli.emit({"tenant": tenant, "username": name, "role": role, "one_time_login": link},
-             lambda: cli.out.print(f"{role.capitalize()} {name} of {tenant} created. One-time sign-in link:\n{link}"))
+             lambda: cli.out.print(say(link)))
 
 
 @account_app.command("login")
