@@ -45,7 +45,7 @@ def _create(layout: Layout, tenant: str, username: str, role: str) -> str:
         def create() -> dict[str, str | None]:
             account = store.create(tenant, username, role)
             tokens.append(store.one_time_login(tenant, username))
-            return {"key_id": f"console:{account.username}", "role": account.role, "key_purpose": None}
+            return account.audit_facts()
 
         actor = Actor(default_actor().id, "admin", tenant)
         svc.manage_api_key("created", create, actor=actor)

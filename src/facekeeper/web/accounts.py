@@ -90,6 +90,10 @@ class Account:
     locked_until: float
     created_at: float
 
+    def audit_facts(self) -> dict[str, str | None]:
+        """What the tenant's chain records of an account created or removed: access like an API key's."""
+        return {"key_id": f"console:{self.username}", "role": self.role, "key_purpose": None}
+
 
 @dataclass(frozen=True)
 class Session:

@@ -616,7 +616,7 @@ async def admin_account(request: Request, tenant: str) -> HTMLResponse:
     def create() -> dict[str, str | None]:
         account = store.create(tenant, check_username(username), role)
         tokens.append(store.one_time_login(tenant, account.username))
-        return {"key_id": f"console:{account.username}", "role": account.role, "key_purpose": None}
+        return account.audit_facts()
 
     try:
         await run(request, caller(session), Service.manage_api_key, "created", create)
@@ -637,8 +637,7 @@ async def admin_account_remove(request: Request, tenant: str) -> Response:
     def remove() -> dict[str, str | None]:
         if username == session.username:
             raise InvalidInput("an admin cannot remove their own account here: ask another admin")
-        account = store.remove(tenant, username)
-        return {"key_id": f"console:{account.username}", "role": account.role, "key_purpose": None}
+        return store.remove(tenant, username).audit_facts()
 
     try:
         await run(request, caller(session), Service.manage_api_key, "revoked", remove)
