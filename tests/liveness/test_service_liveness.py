@@ -15,6 +15,7 @@ from facekeeper.errors import LivenessAttempts, LivenessRequired
 from facekeeper.liveness import sessions
 from facekeeper.privacy import Actor
 from facekeeper.service import Service
+from tests.clock import Clock
 from tests.conftest import FORM, london, ready
 from tests.liveness.clips import ANSWER_SECONDS, ANSWERS, clip_jpegs, frame_at, needs_clips
 from tests.publisher_fixtures import licensed_fixture  # noqa: F401
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.usefixtures("licensed")
 TILL = Actor("till-1", "device")
 OTHER_TILL = Actor("till-2", "device")
 ADMIN = Actor("setup", "admin")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

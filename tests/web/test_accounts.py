@@ -12,14 +12,7 @@ import pytest
 from facekeeper.errors import AuthError, InvalidInput, RateLimited
 from facekeeper.web import accounts
 from facekeeper.web.accounts import AccountStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 @pytest.fixture
