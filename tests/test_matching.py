@@ -92,3 +92,18 @@ def test_without_a_tail_fit_nobody_matches_beyond_the_table() -> None:
     assert not d.match and d.calibration == "beyond" and "no tail fit" in (d.calibration_note or "")
     with pytest.raises(ValueError, match="beyond"):
         decide(old, 0.1, 1e-3, beyond="guess")
+
+
+def test_a_score_closer_than_the_table_measures_gets_the_tails_fmr_not_the_tables_floor(
+        table: CalibrationTable) -> None:
+    distance = TRUE.inv_cdf(1e-6)  # a stranger this close: about one pair in a million
+    estimated = table.fmr_at(distance)
+    assert estimated < table.min_fmr / 10  # not the table's floor of 1e-4
+    assert table.tail is not None and estimated >= table.tail.fmr_at(distance)  # the interval's loose end
+    assert 1e-6 / 3 < estimated < 1e-6 * 10
+    assert decide(table, distance, 1e-3).estimated_fmr == estimated
+
+
+def test_without_a_tail_fit_a_close_score_is_bounded_by_the_lowest_measured_fmr(table: CalibrationTable) -> None:
+    bare = CalibrationTable(table.model_id, table.source, table.impostor_pairs, table.genuine_pairs, table.points)
+    assert bare.fmr_at(TRUE.inv_cdf(1e-6)) == table.min_fmr
