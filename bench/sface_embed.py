@@ -1,12 +1,17 @@
 """Embed a labelled photo folder with every model and detector issue 18 compares, for bench/sface.py.
 
-Usage: python bench/sface_embed.py DATASET OUT.npz [--workers 2]
+Usage: python bench/sface_embed.py DATASET OUT.npz [--workers 2] [--probe-eyes 32 --jpeg 50]
 
 Each photo goes through the engine's probe path (``single_face(enrollment=False)``, the ``face_choice`` rule)
 twice: with HOG (today's fast mode: dlib) and with YuNet (dlib on YuNet's box framed as HOG's, SFace on
 YuNet's 5 points, FaceNet on YuNet's box framed as HOG's and reshaped as accurate mode does). Photos where a
 detector finds nothing get NaN rows. The output holds descriptors of research photos, for measurement
 only: keep it out of the repository and delete it after use.
+
+``--probe-eyes PX --jpeg Q`` embeds each photo as a gate camera would see it: shrunk (never enlarged) so that
+YuNet's eye centres on the original are PX pixels apart, then JPEG-encoded at quality Q and decoded. The gate
+accepts faces from 28 px between the eyes (``[gate] min_eye_distance``); bench/sface.py pairs these probes
+with the clean photos as the enrolled side.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from facekeeper import evaluation
@@ -29,11 +35,29 @@ from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID
 
 DIMS = {"dlib_hog": 128, "dlib_yunet": 128, "sface": 128, "facenet": 512}
 _engines: dict[str, Engine] = {}
+_degrade: dict[str, int] = {}
 
 
-def _init() -> None:
+def _init(eyes: int, quality: int) -> None:
+    if eyes:
+        _degrade.update(eyes=eyes, quality=quality)
     _engines["hog"] = Engine(EngineSettings(detector="hog", workers=1))
     _engines["yunet"] = Engine(EngineSettings(detector="yunet", workers=1, side_models=[SFACE_MODEL_ID]))
+
+
+def gate_probe(engine: Engine, rgb: np.ndarray, eyes: int, quality: int) -> np.ndarray:
+    """``rgb`` shrunk so that its largest YuNet face has ``eyes`` pixels between the eye centres, then through
+    JPEG at ``quality``; unshrunk when YuNet finds no face or the eyes are already closer."""
+    found = engine.detect(rgb)
+    if found and found[0].points is not None:
+        distance = float(np.linalg.norm(found[0].points[0] - found[0].points[1]))
+        scale = eyes / distance
+        if scale < 1:
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return engine.decode(jpeg.tobytes())
 
 
 def _one(path: Path) -> dict[str, np.ndarray]:
@@ -41,6 +65,8 @@ def _one(path: Path) -> dict[str, np.ndarray]:
     out = {k: np.full(d, np.nan, np.float32) for k, d in DIMS.items()}
     out["faces"] = np.zeros(2, np.float32)  # faces found by HOG (thorough pass) and YuNet
     rgb = hog.decode(path)
+    if _degrade:
+        rgb = gate_probe(yunet, rgb, _degrade["eyes"], _degrade["quality"])
     out["faces"][:] = len(hog.detect(rgb, every_face=True)), len(yunet.detect(rgb))
     with contextlib.suppress(FacekeeperError):
         out["dlib_hog"] = hog.embed([hog.single_face(rgb, enrollment=False).chip])[0]
@@ -60,11 +86,13 @@ def main() -> None:
     ap.add_argument("dataset", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--probe-eyes", type=int, default=0, help="shrink to this eye distance (pixels), 0: as is")
+    ap.add_argument("--jpeg", type=int, default=50, help="JPEG quality of the shrunk probes")
     args = ap.parse_args()
     samples = evaluation.labelled_folder(args.dataset)
     paths = [p for p, _ in samples]
     start = time.perf_counter()
-    with mp.get_context("forkserver").Pool(args.workers, _init) as pool:
+    with mp.get_context("forkserver").Pool(args.workers, _init, (args.probe_eyes, args.jpeg)) as pool:
         rows = pool.map(_one, paths, chunksize=8)
     print(f"{len(paths)} photos in {time.perf_counter() - start:.0f} s")
     np.savez(args.out, labels=np.array([label for _, label in samples]), paths=np.array([str(p) for p in paths]),
