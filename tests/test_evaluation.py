@@ -233,3 +233,19 @@ def test_eval_on_an_lfw_pairs_file_gives_both_modes_generalized_rates_and_ten_fo
     text = out.read_text()
     for needle in ("generalized FNMR", "10-fold accuracy", "could not be compared", "Fast and accurate side by side"):
         assert needle in text
+
+
+def test_a_probe_with_several_faces_is_compared_with_the_chosen_one_and_counted(engine: Engine,
+                                                                              tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    biden = tmp_path / "biden"
+    shutil.copytree(data / "people" / "joe_biden", biden)
+    shutil.copy(data / "multi" / "obama_and_biden.jpg", biden / "with_obama.jpg")  # Biden's face is the larger
+    shutil.copytree(LONDON / "001", tmp_path / "001")
+    run = ev.evaluate_folder(engine, tmp_path)
+    assert [(p.name, n) for p, n in run.picked] == [("with_obama.jpg", 3)]  # YuNet also finds a face behind them
+    assert not run.not_acquired and run.images == 4 and len(run.genuine) == 2
+    assert run.genuine.max() < 0.5  # the face compared is Biden's
+    assert run.summary()["several_faces"] == {"count": 1, "rate": 0.25, "face_choice": "largest"}
+    assert "| several faces: compared with the largest one (enrollment refuses these) | 1 (25.00%) |" in ev.markdown(
+        run, None)

@@ -161,6 +161,7 @@ class Embedded:
     not_acquired: list[tuple[Path, str]] = field(default_factory=list)  # no usable face: (photo, error code)
     quality_rejected: list[tuple[Path, str]] = field(default_factory=list)  # usable, but not enrollable
     side: dict[str, np.ndarray] | None = None  # each side model's (n, dim) descriptors, accurate mode only
+    picked: list[tuple[Path, int]] = field(default_factory=list)  # probes with several faces: (photo, faces)
 
     def index(self) -> dict[Path, int]:
         return {p: i for i, p in enumerate(self.paths)}
@@ -191,6 +192,8 @@ def embed_photos(engine: Engine, photos: Sequence[Path], progress: Progress | No
             assert item.descriptor is not None
             if item.rejected is not None:
                 result.quality_rejected.append((item.path, item.rejected))
+            if item.faces_found > 1:
+                result.picked.append((item.path, item.faces_found))
             vectors.append(item.descriptor)
             for model_id, vec in item.side_descriptors.items():
                 side.setdefault(model_id, []).append(vec)
@@ -402,6 +405,9 @@ class Evaluation:
     usable_genuine: np.ndarray | None = None
     usable_impostor: np.ndarray | None = None
     folds: list[tuple[float, float]] | None = None  # LFW 10-fold accuracy per fold: (plain, generalized)
+    # photos with several faces, compared with the one ``face_choice`` picked (enrollment would refuse them)
+    picked: list[tuple[Path, int]] = field(default_factory=list)
+    face_choice: str = "largest"
 
     def generalized(self, threshold: float | None) -> tuple[float | None, float | None]:
         """(generalized FMR, generalized FNMR) when accepting scores <= ``threshold`` (ISO/IEC 19795-1)."""
@@ -446,6 +452,8 @@ class Evaluation:
             "failure_to_acquire": {"count": len(self.not_acquired), "rate": self.fta_rate},
             "failure_to_enrol": {"count": len(self.not_acquired) + len(self.quality_rejected),
                                  "rate": self.fte_rate},
+            "several_faces": {"count": len(self.picked), "rate": len(self.picked) / max(self.images, 1),
+                              "face_choice": self.face_choice},
             "genuine_pairs": len(self.genuine), "impostor_pairs": len(self.impostor),
             "skipped_pairs": self.skipped_pairs,
             "genuine_distance": distribution(self.genuine), "impostor_distance": distribution(self.impostor),
@@ -553,7 +561,8 @@ def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | N
     genuine, impostor = all_pairs(emb.vectors, labels)
     people = len({label for _, label in samples})
     ev = Evaluation(dataset or root.name, "folder", engine.model_id, engine.settings.backend, len(samples),
-                    genuine, impostor, emb.not_acquired, emb.quality_rejected, people=people, shipped=shipped)
+                    genuine, impostor, emb.not_acquired, emb.quality_rejected, people=people, shipped=shipped,
+                    picked=emb.picked, face_choice=engine.settings.face_choice)
     unusable = unusable_folder_pairs(ev, [label for _, label in samples], emb.unenrollable(), labels)
     if groups and shipped:
         ev.groups = group_results(emb.vectors, labels, groups, shipped)
@@ -562,7 +571,7 @@ def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | N
         fused = fused_pairs(emb.vectors, emb.side, labels, fusion)
         ev.accurate = Evaluation(ev.dataset, "folder", fusion.table.model_id, engine.settings.backend, len(samples),
                                  *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table,
-                                 **unusable)
+                                 picked=emb.picked, face_choice=engine.settings.face_choice, **unusable)
         if groups:
             side = emb.side
             ev.accurate.groups = group_results(
@@ -641,7 +650,8 @@ def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: Calibratio
                         skipped_pairs=int(np.sum(~compared)), shipped=table,
                         unusable_genuine=int(np.sum(~compared & same)),
                         unusable_impostor=int(np.sum(~compared & ~same)),
-                        usable_genuine=usable[compared & same], usable_impostor=usable[compared & ~same])
+                        usable_genuine=usable[compared & same], usable_impostor=usable[compared & ~same],
+                        picked=emb.picked, face_choice=engine.settings.face_choice)
         if len(pairs) and (folds >= 0).all() and len(np.unique(folds)) > 1:
             plain = ten_fold(scores[compared], same[compared], folds[compared])
             general = ten_fold(np.where(usable, scores, np.inf), same, folds)
@@ -735,6 +745,8 @@ def markdown(ev: Evaluation, image_name: str | None) -> str:
               f"| failure to acquire (no usable face) | {len(ev.not_acquired)} ({_pct(ev.fta_rate)}) |",
               f"| failure to enrol (no face, or fails the enrollment quality gate) | "
               f"{s['failure_to_enrol']['count']} ({_pct(ev.fte_rate)}) |",
+              f"| several faces: compared with the {ev.face_choice} one (enrollment refuses these) | "
+              f"{len(ev.picked)} ({_pct(s['several_faces']['rate'])}) |",
               f"| genuine comparisons | {len(ev.genuine):,} |", f"| impostor comparisons | {len(ev.impostor):,} |"]
     if ev.mode == "pairs":
         lines.append(f"| pairs skipped (a photo without a usable face) | {ev.skipped_pairs} |")

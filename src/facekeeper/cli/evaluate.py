@@ -81,6 +81,9 @@ def _record(home: Path, ev: evaluation.Evaluation) -> Path:
 def _human(out: Console, s: dict[str, Any], written: list[Path]) -> None:
     out.print(f"{s['dataset']}: {s['images']} photos, FTE {100 * s['failure_to_enrol']['rate']:.2f}%,"
               f" {s['genuine_pairs']:,} genuine / {s['impostor_pairs']:,} impostor comparisons")
+    if s["several_faces"]["count"]:
+        several = s["several_faces"]
+        out.print(f"  {several['count']} photos with several faces: compared with the {several['face_choice']} one")
     for p in s["fnmr_at_fmr"]:
         if p["threshold"] is None:
             out.print(f"  FMR {p['target_fmr']:g}: not measurable with {p['impostor_pairs']:,} impostor pairs")

@@ -43,6 +43,7 @@ class Face:
     quality: quality.QualityReport
     # accurate mode only: each side model's input, by model id
     side_crops: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    faces_in_photo: int = 1  # a probe with several faces was answered with this one (``face_choice``)
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -247,7 +248,7 @@ class Engine:
             raise MultipleFaces(f"{len(found)} faces found: use a photo with only the person concerned",
                                 faces=len(found))
         chosen = found[choose_face(found, rgb.shape, "centre" if self.settings.face_choice == "centre" else "largest")]
-        face = self.analyze(rgb, chosen)
+        face = replace(self.analyze(rgb, chosen), faces_in_photo=len(found))
         if enrollment:
             self.check_quality(face)
         if accurate:

@@ -44,6 +44,7 @@ class Prepared:
     crops: dict[str, np.ndarray] = field(default_factory=dict)  # each side model's crop, in accurate mode
     descriptor: np.ndarray | None = None  # when the worker embedded the chip (``embed=True``)
     side_descriptors: dict[str, np.ndarray] = field(default_factory=dict)  # ... and the crops, accurate mode
+    faces_found: int = 1  # more than one: a probe answered with the face ``face_choice`` picked
 
 
 _worker_engine: Engine | None = None
@@ -68,7 +69,8 @@ def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate:
             engine.check_quality(face)
         except QualityRejected as exc:
             rejected = str(exc.details.get("reason", exc.code))
-    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.side_crops)
+    return Prepared(path, face.chip, face.quality.as_dict(), None, rejected, face.side_crops,
+                    faces_found=face.faces_in_photo)
 
 
 def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
