@@ -108,6 +108,7 @@ CALLS: dict[str, Callable[[Site], Args]] = {
     "license_status": lambda s: ((), {}),
     "subjects_overview": lambda s: ((), {"limit": 100}),
     "calibration_status": lambda s: ((), {}),
+    "template_coverage": lambda s: ((), {}),
     "devices_status": lambda s: ((), {}),
     "gate_decide": lambda s: (([s.descriptor], _door(s)), {"present_for": 1.0}),
     "gate_credential": _gate_pin,

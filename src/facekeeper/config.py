@@ -199,6 +199,9 @@ BUILTIN_PURPOSES: dict[str, str] = {
 }
 
 
+TEMPLATE_UPDATES = ("off", "on-match")  # [purposes.NAME] template_update
+
+
 @dataclass
 class PurposeSettings:
     """One purpose faces may be used for: its notice text, its limits, and the operations it allows.
@@ -222,6 +225,13 @@ class PurposeSettings:
     # "active": verify and identify need a fresh live challenge-response session (``liveness_start``), whose
     # frames show the probe's face; descriptors from edge terminals are refused. "none": no liveness check.
     liveness: str = "none"
+    # Moving to a new model without photos (docs/accuracy.md): "on-match" adds the [engine] side_models'
+    # templates a subject lacks from a photo probe dlib matched at ``template_update_fmr``, for people whose
+    # consent allows it; "off" never does.
+    template_update: str = "off"
+    # 0: 1e-5, or the strictest FMR dlib's table measures when it stops above that; never looser than the
+    # decision's own FMR. A value below the measured table adds nothing (a template rests on measured pairs).
+    template_update_fmr: float = 0.0
 
 
 def default_purposes() -> dict[str, PurposeSettings]:
@@ -484,6 +494,11 @@ def validate_privacy(settings: Settings) -> None:
             raise ConfigError(f"purposes.{purpose}.verify_fmr must be between 0 and 1 (0 = the default)")
         if ps.liveness not in ("active", "none"):
             raise ConfigError(f"purposes.{purpose}.liveness must be 'active' or 'none', not {ps.liveness!r}")
+        if ps.template_update not in TEMPLATE_UPDATES:
+            raise ConfigError(f"purposes.{purpose}.template_update must be 'off' or 'on-match',"
+                              f" not {ps.template_update!r}")
+        if not 0 <= ps.template_update_fmr < 1:
+            raise ConfigError(f"purposes.{purpose}.template_update_fmr must be between 0 and 1 (0 = the default)")
         if ps.beyond_table not in ("refuse", "extrapolate"):
             raise ConfigError(f"purposes.{purpose}.beyond_table must be 'refuse' or 'extrapolate',"
                               f" not {ps.beyond_table!r}")

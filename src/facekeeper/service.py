@@ -14,6 +14,11 @@ and ``note``, when what accurate mode needs is missing: the fusion calibration i
 the subject's FaceNet templates (enrolled for a fast purpose). The FMR stays the stated one either way,
 because each mode decides with its own signed table; only the false non-match rate differs. Descriptors
 sent by edge terminals are dlib descriptors, so those calls are always fast.
+
+A purpose with ``template_update = "on-match"`` moves a site to its side models without photos: a photo probe
+dlib matched at a strict FMR adds the side-model templates the subject lacks, computed from that probe, when
+the person's consent allows it (``facekeeper.template_update``); ``template_coverage`` reports who still lacks
+them. Descriptors from edge terminals carry no pixels, so they never add one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from facekeeper import config, errors
+from facekeeper import config, errors, template_update
 from facekeeper.bundle import Bundle, Licensing, load_trusted_bundle
 from facekeeper.bundle.license import LicenseStatus
 from facekeeper.config import Settings
@@ -58,9 +63,20 @@ from facekeeper.gate.decision import (
 from facekeeper.liveness.core import Liveness, LivenessChallenge, LivenessResult
 from facekeeper.liveness.summary import outcomes as liveness_outcomes
 from facekeeper.matching import CalibrationTable, Decision, decide, per_comparison_fmr, refused, similarity
-from facekeeper.privacy import Actor, Consent, ConsentForm, Privacy, SweepReport, WithdrawResult, compliance, export
+from facekeeper.privacy import (
+    Actor,
+    Consent,
+    ConsentForm,
+    Privacy,
+    SweepReport,
+    WithdrawResult,
+    compliance,
+    coverage,
+    export,
+)
 from facekeeper.privacy.audit import ChainReport
 from facekeeper.privacy.core import Operation
+from facekeeper.privacy.coverage import CoverageReport
 from facekeeper.privacy.credentials import CredentialInfo, Issued
 from facekeeper.privacy.overview import SubjectsOverview, subjects_overview
 from facekeeper.privacy.policy import fmr_bucket, may, require_notice
@@ -89,10 +105,12 @@ NO_SIDE = ("the subject has no template of accurate mode's second model (enrolle
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe's descriptors: dlib's always, each side model's (by id) in accurate mode."""
+    """A probe's descriptors: dlib's always, each side model's (by id) in accurate mode; ``source`` is the photo
+    they came from (None for an edge descriptor), held only for the call, for a template update."""
 
     dlib: np.ndarray
     side: dict[str, np.ndarray] = field(default_factory=dict)
+    source: ImageSource | None = field(default=None, repr=False)
 
 
 IDENTIFY_BEYOND = {  # no rates in these words: FPIR / per-comparison FMR would tell a device how many were searched
@@ -139,13 +157,16 @@ class VerifyResult:
     decision: Decision | Verdict  # a Verdict, without any score, in a device's view
     against: str  # "image" or "subject"
     note: str | None = None  # why the decision's mode is not the purpose's
+    templates_added: tuple[str, ...] = ()  # models whose template this match added (admin/operator view only)
 
     def view(self, role: str) -> VerifyResult:
         """What ``role`` is shown (``shown_to``); every result leaves the facade through this."""
-        return dataclasses.replace(self, decision=shown_to(role, self.decision))
+        added = self.templates_added if role in SCORE_ROLES else ()
+        return dataclasses.replace(self, decision=shown_to(role, self.decision), templates_added=added)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"against": self.against, **self.decision.to_dict(), "note": self.note}
+        out = {"against": self.against, **self.decision.to_dict(), "note": self.note}
+        return out if isinstance(self.decision, Verdict) else {**out, "templates_added": list(self.templates_added)}
 
 
 @dataclass(frozen=True)
@@ -181,6 +202,7 @@ class IdentifyResult:
     scores: bool = True
     calibration: str = "measured"  # the deciding candidate's: measured, extrapolated or beyond (refused)
     calibration_note: str | None = None  # in words without numbers: a device must not learn how many were searched
+    templates_added: tuple[str, ...] = ()  # models whose template the match added (admin/operator view only)
 
     def view(self, role: str) -> IdentifyResult:
         """What ``role`` is shown; every result leaves the facade through this."""
@@ -199,7 +221,7 @@ class IdentifyResult:
         if not self.scores:
             return found
         return {**found, "searched_subjects": self.searched_subjects, "target_fmr": self.target_fmr,
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates], "templates_added": list(self.templates_added)}
 
 
 @dataclass
@@ -560,8 +582,10 @@ class Service:
                     result = VerifyResult(self._fused(self.fusion, distance, sides, fmr), "image")
                 return self._verified(op, None, result).view(op.actor.role)
             assert pseudonym is not None
-            result = self._against_subject(probe_vec, pseudonym, fmr, self._note(op))
-            return self._verified(op, pseudonym, result).view(op.actor.role)
+            result = self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr, self._note(op)))
+            assert isinstance(result.decision, Decision)
+            added = self._update_templates(op, probe_vec, pseudonym, result.decision)
+            return dataclasses.replace(result, templates_added=added).view(op.actor.role)
 
     @operation("verify", purpose="default")
     def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
@@ -818,8 +842,48 @@ class Service:
                              fmr_bucket(best) if best is not None else None,
                              {"searched": searched, "candidates": len(candidates), "mode": mode,
                               "calibration": calibration})
+        added = () if match is None else self._update_templates(op, probe, match.pseudonym, match.decision)
         return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note, calibration=calibration,
-                              calibration_note=IDENTIFY_BEYOND.get(calibration)).view(op.actor.role)
+                              calibration_note=IDENTIFY_BEYOND.get(calibration),
+                              templates_added=added).view(op.actor.role)
+
+    def _update_templates(self, op: Operation, probe: Probe, pseudonym: str | None,
+                          decision: Decision | Verdict) -> tuple[str, ...]:
+        """After a match: the ``[engine] side_models`` templates the subject lacks, added from the probe's photo
+        (``facekeeper.template_update``); returns the models added.
+
+        Nothing is added unless the purpose says ``on-match``, the probe is a photo, dlib matched in fast mode at
+        the strict FMR on measured points, the person's live consent allows it (checked again in the write
+        transaction), and the photo passes enrollment's own checks (one face, the quality gate) and is the face
+        that matched. One ``template.add`` audit entry per template.
+        """
+        ps = op.purpose_settings
+        assert ps is not None and op.purpose is not None
+        if ps.template_update != "on-match" or probe.source is None or pseudonym is None:
+            return ()
+        assert isinstance(decision, Decision)
+        wanted = template_update.lacking(self.gallery.models_of(pseudonym), self.engine.settings.side_models)
+        strict = template_update.strict_match(self.table, decision, ps.template_update_fmr) if wanted else None
+        if strict is None or not self.privacy.ledger.allows_template_updates(pseudonym, op.purpose, op.now):
+            return ()
+        try:
+            (again,) = self.engine.describe([probe.source], enrollment=True, accurate=True)
+        except FacekeeperError:  # several faces, below the quality gate: enrollment would not keep it either
+            return ()
+        if float(np.linalg.norm(again.dlib - probe.dlib)) > template_update.SAME_FACE:
+            return ()
+        added = []
+        bucket = fmr_bucket(strict.estimated_fmr)
+        try:
+            for model in wanted:
+                hook = self.privacy.template_update_hook(op, pseudonym, model, bucket, op.action)
+                if self.gallery.add_side_template(pseudonym, model, again.side[model], within=hook):
+                    added.append(model)
+        except (errors.ConsentRequired, errors.UnknownSubject):  # withdrawn or erased meanwhile: nothing more
+            pass
+        if added:
+            self.privacy.audit.anchor()
+        return tuple(added)
 
     def _rerank(self, probe: Probe, hits: list[Candidate], fmr: float) -> list[tuple[Candidate, Decision]]:
         """Accurate 1:N's second stage: each proposed subject decided by its fused score at ``fmr``.
@@ -911,7 +975,8 @@ class Service:
         """Record a person's consent for a purpose (method, evidence, expiry, guardian for a minor)."""
         return self.privacy.grant(actor, subject_id, purpose, method=form.method,
                                   evidence=form.evidence, collected_by=form.collected_by, expires_at=form.expires_at,
-                                  minor=form.minor, guardian=form.guardian, age=form.age)
+                                  minor=form.minor, guardian=form.guardian, age=form.age,
+                                  template_updates=form.template_updates)
 
     @operation("consent.withdraw", purpose="default")
     def withdraw_consent(self, subject_id: str, purpose: str | None, *, actor: Actor | None = None) -> WithdrawResult:
@@ -1034,6 +1099,27 @@ class Service:
         with self.privacy.operation(actor, "calibration.status"):
             return calibration_status(self.bundle, self.engine.model_id, self.calibration, self.settings.data_dir)
 
+    @operation("templates.coverage")
+    def template_coverage(self, purpose: str | None = None, limit: int | None = None, *,
+                          actor: Actor | None = None) -> CoverageReport:
+        """Per purpose and model, how many people hold its templates and which still lack one.
+
+        The progress of moving to new models without photos (``[purposes.NAME] template_update``): the gallery's
+        model and each ``[engine] side_models``, among the people each purpose may match (every declared
+        purpose, or ``purpose``). An admin gets subject ids, an auditor pseudonyms; ``limit`` cuts each list
+        (the counts stay whole). Never a template.
+        """
+        if limit is not None and limit < 0:
+            raise InvalidInput("limit must be 0 or more")
+        with self.privacy.operation(actor, "templates.coverage", purpose) as op:
+            purposes = [op.purpose] if op.purpose is not None else sorted(self.settings.purposes)
+            models = [self.engine.model_id, *self.engine.settings.side_models]
+            found = coverage.report(self.privacy, purposes, models, op.now, limit=limit,
+                                    subject_ids=may(op.actor.role, "subject.list"))
+            self.privacy.record(op, "ok", detail={"purposes": len(purposes), "models": models,
+                                                  "lacking": sum(m.lack for p in found.purposes for m in p.models)})
+            return found
+
     @operation("devices.status")
     def devices_status(self, *, actor: Actor | None = None) -> dict[str, Any]:
         """The gates' last status and the liveness sessions of the last day by outcome: counts, never a face.
@@ -1068,7 +1154,7 @@ class Service:
 
     def _probe(self, image: ImageSource, accurate: bool) -> Probe:
         (one,) = self.engine.describe([image], enrollment=False, accurate=accurate)
-        return Probe(one.dlib, one.side)
+        return Probe(one.dlib, one.side, image)
 
 
 class EngineCache:

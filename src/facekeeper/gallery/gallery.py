@@ -7,7 +7,9 @@ it searches, so several CLI and service processes can share one gallery.
 One model is the gallery's primary model (``meta model_id``): only its templates are indexed. A subject
 enrolled for an accurate-mode purpose also keeps a FaceNet template per photo (a *side* model,
 ``fusion.SIDE_MODELS``), rotated by its own keyed transform and sealed under the same subject key, so
-erasure destroys both; side templates are read per candidate when re-ranking, never searched.
+erasure destroys both; side templates are read per candidate when re-ranking, never searched. A side
+template can also be added later, from a probe the primary model matched (``add_side_template``: moving a
+site to a new model without photos), sealed the same way.
 """
 
 from __future__ import annotations
@@ -249,21 +251,62 @@ class Gallery:
             db.execute("UPDATE identities SET sealed = ? WHERE pseudonym = ?",
                        (seal(dek, identity, b"identity|" + pseudonym.encode()), pseudonym))
         for row_model, vec in [(model_id, v) for v in vectors] + extra:
-            protected = self.protect(vec, row_model)
-            tid = int(db.execute(
-                "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)"
-                " RETURNING id", (pseudonym, row_model, now, b"")).fetchone()[0])
-            blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, row_model))
-            db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
-            if row_model not in SIDE_MODELS:  # side templates are never indexed
-                db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
-                if self.vectors_in_database:
-                    db.execute("INSERT INTO template_vectors VALUES (?, CAST(? AS vector))",
-                               (tid, vector_literal(protected)))
+            self._insert_template(db, pseudonym, dek, row_model, vec, now)
         if not self.store.get_meta("model_id"):
             self.store.set_meta("model_id", model_id)
         if within is not None:
             within(db, pseudonym, len(vectors))
+
+    def _insert_template(self, db: Connection, pseudonym: str, dek: bytes, model_id: str, vec: np.ndarray,
+                         now: float) -> None:
+        """One template row: protected, sealed under the subject key bound to its row, indexed unless a side
+        model's."""
+        protected = self.protect(vec, model_id)
+        tid = int(db.execute(
+            "INSERT INTO templates (pseudonym, model_id, created_at, sealed) VALUES (?, ?, ?, ?)"
+            " RETURNING id", (pseudonym, model_id, now, b"")).fetchone()[0])
+        blob = seal(dek, vector_to_bytes(protected), self._template_aad(tid, pseudonym, model_id))
+        db.execute("UPDATE templates SET sealed = ? WHERE id = ?", (blob, tid))
+        if model_id not in SIDE_MODELS:  # side templates are never indexed
+            db.execute("INSERT INTO changes (op, template_id) VALUES ('add', ?)", (tid,))
+            if self.vectors_in_database:
+                db.execute("INSERT INTO template_vectors VALUES (?, CAST(? AS vector))",
+                           (tid, vector_literal(protected)))
+
+    def add_side_template(self, pseudonym: str, model_id: str, descriptor: np.ndarray,
+                          within: Callable[[Connection], None] | None = None) -> bool:
+        """Add one side-model template to a subject that holds none of ``model_id``; False if it already does.
+
+        The check and the insert share one write transaction (writers are serialised), so two matches at once
+        add one template, not two; ``within(db)`` (a consent re-check, the audit entry) commits or rolls back
+        with it. Sealed under the subject's key like enrollment's side templates, so erasure shreds it too.
+        """
+        vec = np.asarray(descriptor, dtype=np.float32).ravel()
+        if SIDE_MODELS.get(model_id) != vec.size:
+            raise ModelMismatch(f"{model_id} templates of size {vec.size} cannot be kept beside the primary model:"
+                                f" only {', '.join(sorted(SIDE_MODELS))} can", engine_model=model_id)
+        with self._lock, self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM subjects WHERE pseudonym = ?", (pseudonym,)).fetchone() is None:
+                raise UnknownSubject("no such subject in this gallery")
+            if db.execute("SELECT 1 FROM templates WHERE pseudonym = ? AND model_id = ? LIMIT 1",
+                          (pseudonym, model_id)).fetchone() is not None:
+                return False
+            self._insert_template(db, pseudonym, self._dek(pseudonym), model_id, vec, time.time())
+            if within is not None:
+                within(db)
+        return True
+
+    def models_of(self, pseudonym: str) -> set[str]:
+        """The models a subject holds templates of (nothing is decrypted)."""
+        return {str(r[0]) for r in self.store.db.execute(
+            "SELECT DISTINCT model_id FROM templates WHERE pseudonym = ?", (pseudonym,))}
+
+    def models_held(self) -> dict[str, set[str]]:
+        """Each subject's template models (pseudonym -> model ids): what the coverage report counts."""
+        held: dict[str, set[str]] = {p: set() for p, _ in self.store.subjects()}
+        for pseudonym, model_id in self.store.db.execute("SELECT DISTINCT pseudonym, model_id FROM templates"):
+            held.setdefault(str(pseudonym), set()).add(str(model_id))
+        return held
 
     def delete_subject(self, pseudonym: str, *, persist: bool = True,
                        within: Callable[[Connection, int], None] | None = None) -> Erasure:

@@ -3,6 +3,8 @@
 A consent records the notice version the person was shown, who collected it, how (signature, checkbox,
 paper form), when, until when, and for a person under the guardian age the guardian's record. The
 evidence reference and the guardian record are sealed under the person's privacy key (see ``registry``).
+It also records whether the person allowed templates of a newer model to be added from later matches
+(``template_updates``, default no): moving a site to a new model without photos needs that permission.
 
 A consent is *live* at time t when it has not ended (withdrawn, renewed, swept, erased) and
 ``granted_at <= t < expires_at``. Only live consents let templates be stored or matched for a purpose.
@@ -24,7 +26,7 @@ METHODS = ("signature", "checkbox", "paper")
 MAX_CONSENT_YEARS = 100
 _MAX_CONSENT_SECONDS = MAX_CONSENT_YEARS * 365.25 * 86400
 _COLUMNS = ("id, pseudonym, purpose, notice_version, collected_by, method, granted_at, expires_at, minor, sealed,"
-            " ended_at, end_reason, ended_by")
+            " ended_at, end_reason, ended_by, template_updates")
 _LIVE = "ended_at IS NULL AND granted_at <= ? AND expires_at > ?"
 _LIVE_C = "c.ended_at IS NULL AND c.granted_at <= ? AND c.expires_at > ?"
 
@@ -55,6 +57,8 @@ class ConsentForm:
     guardian: Guardian | None = None
     collected_by: str | None = None  # default: the actor recording it
     age: int | None = None  # stated age in years when consenting: under ``privacy.guardian_age`` is a minor
+    # the person allows the new model's template to be added from a later match (no new photo is taken)
+    template_updates: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Consent:
     ended_at: float | None
     end_reason: str | None
     ended_by: str | None
+    template_updates: bool = False  # templates of a newer model may be added from later matches
 
     def live(self, now: float) -> bool:
         return self.ended_at is None and self.granted_at <= now < self.expires_at
@@ -99,12 +104,14 @@ class ConsentLedger:
     def grant(self, db: Connection, pseudonym: str, purpose: str, *, notice_version: str,
               collected_by: str, method: str, evidence: str, granted_at: float, expires_at: float,
               minor: bool = False, guardian: Guardian | None = None, age: int | None = None,
-              guardian_age: int = 14) -> tuple[Consent, Consent | None]:
+              guardian_age: int = 14, template_updates: bool = False) -> tuple[Consent, Consent | None]:
         """Record a consent (inside the caller's transaction); a live one for the same purpose is renewed.
 
         A person whose stated ``age`` is under ``guardian_age`` is a minor, whatever ``minor`` says (the flag
         can only add protection), and a minor's consent needs the guardian's record. The age itself is not
-        kept: only whether the person was a minor. Returns the new consent and the one it replaced, if any.
+        kept: only whether the person was a minor. A renewal records what the new form says, so a permission
+        to add templates from matches is never carried over unasked. Returns the new consent and the one it
+        replaced, if any.
         """
         if method not in METHODS:
             raise InvalidInput(f"consent method must be one of {', '.join(METHODS)}")
@@ -125,9 +132,9 @@ class ConsentLedger:
             db.execute("UPDATE consents SET ended_at = ?, end_reason = 'renewed', ended_by = ? WHERE id = ?",
                        (granted_at, collected_by, previous.id))
         cid = "c_" + secrets.token_hex(8)
-        db.execute(f"INSERT INTO consents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+        db.execute(f"INSERT INTO consents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)",
                    (cid, pseudonym, purpose, notice_version, collected_by, method, granted_at, expires_at,
-                    int(minor), sealed))
+                    int(minor), sealed, int(bool(template_updates))))
         _bump(db)
         return self.get(cid, db), previous
 
@@ -165,6 +172,12 @@ class ConsentLedger:
             raise ConsentRequired(f"no live consent for purpose {purpose}: record the person's consent first"
                                   " ('facekeeper consent grant')", purpose=purpose)
         return consent
+
+    def allows_template_updates(self, pseudonym: str, purpose: str, now: float,
+                                db: Connection | None = None) -> bool:
+        """Whether the person's live consent for ``purpose`` lets a later match add a newer model's template."""
+        consent = self.live(pseudonym, purpose, now, db)
+        return consent is not None and consent.template_updates
 
     def live_purposes(self, pseudonym: str, now: float, db: Connection | None = None) -> list[str]:
         return [r[0] for r in (db or self.store.db).execute(
@@ -221,4 +234,4 @@ def _bump(db: Connection) -> None:
 
 def _consent(r: tuple[Any, ...]) -> Consent:
     return Consent(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), float(r[6]), float(r[7]),
-                   bool(r[8]), r[9], None if r[10] is None else float(r[10]), r[11], r[12])
+                   bool(r[8]), r[9], None if r[10] is None else float(r[10]), r[11], r[12], bool(r[13]))

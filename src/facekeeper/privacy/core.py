@@ -18,7 +18,7 @@ from typing import Any
 
 from facekeeper.config import PurposeSettings, Settings
 from facekeeper.db.database import Connection
-from facekeeper.errors import CredentialError, FacekeeperError, InvalidInput, UnknownSubject
+from facekeeper.errors import ConsentRequired, CredentialError, FacekeeperError, InvalidInput, UnknownSubject
 from facekeeper.gallery.gallery import Gallery
 from facekeeper.gallery.keys import DeploymentKey
 from facekeeper.privacy import policy, receipts, retention
@@ -30,6 +30,7 @@ from facekeeper.privacy.registry import KEYSTORE_NAME, Registry
 from facekeeper.privacy.schema import DAY, Clock, ensure_schema, system_clock
 
 SWEEP_LOCK = "sweep.lock"
+TEMPLATE_ADD = "template.add"  # the audit action of a template added from a match (never a role's permission)
 
 
 def iso(ts: float) -> str:
@@ -179,6 +180,24 @@ class Privacy:
 
         return within
 
+    def template_update_hook(self, op: Operation, pseudonym: str, model_id: str, bucket: str,
+                             source: str) -> Callable[[Connection], None]:
+        """For ``Gallery.add_side_template(within=)``: in the write transaction, the subject's live consent for
+        the purpose must still allow templates from matches (else nothing is added), then one ``template.add``
+        entry: purpose, pseudonym, model, the old model's FMR bucket, never a template."""
+        assert op.purpose is not None
+        purpose = op.purpose
+
+        def within(db: Connection) -> None:
+            consent = self.ledger.live(pseudonym, purpose, op.now, db)
+            if consent is None or not consent.template_updates:
+                raise ConsentRequired(f"the consent for {purpose} does not allow templates from matches",
+                                      purpose=purpose)
+            self.append(db, op, "ok", subject=pseudonym, bucket=bucket, action=TEMPLATE_ADD,
+                        detail={"model": model_id, "from": source, "consent": consent.id})
+
+        return within
+
     def matchable(self, op: Operation, pseudonym: str) -> None:
         """A 1:1 comparison against a subject needs that subject's live consent for the purpose."""
         assert op.purpose is not None
@@ -216,8 +235,9 @@ class Privacy:
     # -- consent --------------------------------------------------------------------------------
     def grant(self, actor: Actor, subject_id: str, purpose: str | None, *, method: str, evidence: str,
               collected_by: str | None = None, expires_at: float | None = None, minor: bool = False,
-              guardian: Guardian | None = None, age: int | None = None) -> Consent:
-        """Record a person's consent for one purpose, shown the current notice."""
+              guardian: Guardian | None = None, age: int | None = None, template_updates: bool = False) -> Consent:
+        """Record a person's consent for one purpose, shown the current notice; ``template_updates``: the person
+        allows a newer model's template to be added from a later match."""
         with self.operation(actor, "consent.grant", purpose, needs_purpose=True) as op:
             assert op.purpose is not None and op.purpose_settings is not None
             policy.require_notice(self.settings, op.purpose)
@@ -228,9 +248,10 @@ class Privacy:
                     db, op.subject, op.purpose, notice_version=self.settings.notice.version,
                     collected_by=collected_by or actor.id, method=method, evidence=evidence, granted_at=op.now,
                     expires_at=expiry, minor=minor, guardian=guardian, age=age,
-                    guardian_age=self.settings.privacy.guardian_age)
+                    guardian_age=self.settings.privacy.guardian_age, template_updates=template_updates)
                 self.append(db, op, "ok", detail={"consent": consent.id, "method": method, "minor": consent.minor,
                                                   "notice_version": consent.notice_version,
+                                                  "template_updates": consent.template_updates,
                                                   "renews": previous.id if previous else None})
             self.audit.anchor()
             return consent

@@ -30,8 +30,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "device": frozenset({"verify", "identify", "credential.check", "detect", "gate.decide", "liveness.start",
                          "liveness.submit"}),
     # calibration.status: the thresholds in force, where they were measured, the last eval (aggregates only)
+    # templates.coverage: who still lacks a new model's template, by pseudonym (an admin sees subject ids)
     "auditor": frozenset({"audit.verify", "audit.export", "compliance.report", "receipt.verify", "license.status",
-                          "metrics.read", "calibration.status"}),
+                          "metrics.read", "calibration.status", "templates.coverage"}),
 }
 
 

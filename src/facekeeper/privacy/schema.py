@@ -15,7 +15,7 @@ from collections.abc import Callable
 from facekeeper.errors import GalleryError
 from facekeeper.gallery.store import Store
 
-PRIVACY_SCHEMA_VERSION = 1
+PRIVACY_SCHEMA_VERSION = 2  # 2: consents.template_updates
 DAY = 86_400.0
 
 Clock = Callable[[], float]
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS consents (
     sealed BLOB,                             -- evidence reference and guardian record; NULL once forgotten
     ended_at REAL,
     end_reason TEXT,
-    ended_by TEXT
+    ended_by TEXT,
+    template_updates INTEGER NOT NULL DEFAULT 0 CHECK (template_updates IN (0, 1))
 );
 CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents(purpose, ended_at, expires_at);
 CREATE INDEX IF NOT EXISTS consents_by_subject ON consents(pseudonym);
@@ -93,14 +94,33 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 """
 
 
+# Each step brings a SQLite file from the version before it (PostgreSQL: db/migrations, run by the DBA).
+UPGRADES = {
+    # consents given before the field existed did not allow templates to be added from matches
+    2: ["ALTER TABLE consents ADD COLUMN template_updates INTEGER NOT NULL DEFAULT 0"
+        " CHECK (template_updates IN (0, 1))"],
+}
+
+
 def ensure_schema(store: Store) -> None:
-    """Create the privacy tables once; refuse a file written by a newer privacy schema."""
+    """Create the privacy tables once, or bring an older SQLite file up to date; refuse a newer schema, and a
+    PostgreSQL database its migrations have not reached ('facekeeper db migrate')."""
     version = store.get_meta("privacy_schema_version")
     if version == str(PRIVACY_SCHEMA_VERSION):
         return
     if version is not None:
-        raise GalleryError(f"{store.name} has privacy schema {version}, this facekeeper reads "
-                           f"{PRIVACY_SCHEMA_VERSION}")
+        if not version.isdigit() or int(version) > PRIVACY_SCHEMA_VERSION:
+            raise GalleryError(f"{store.name} has privacy schema {version}, this facekeeper reads "
+                               f"{PRIVACY_SCHEMA_VERSION}")
+        if store.dialect == "postgres":
+            raise GalleryError(f"{store.name} has privacy schema {version}, this facekeeper reads "
+                               f"{PRIVACY_SCHEMA_VERSION}: run 'facekeeper db migrate' first")
+        with store.transaction() as db:
+            for step in range(int(version) + 1, PRIVACY_SCHEMA_VERSION + 1):
+                for statement in UPGRADES[step]:
+                    db.execute(statement)
+            store.set_meta("privacy_schema_version", str(PRIVACY_SCHEMA_VERSION))
+        return
     with store.transaction() as db:
         for statement in _statements(SCHEMA):
             db.execute(statement)
