@@ -100,9 +100,9 @@ def test_identify_adds_it_too_and_a_device_is_told_nothing_new(site: Service) ->
     assert models(site, "004") == {DLIB, FACENET_MODEL_ID}
     assert [e.detail["from"] for e in added_entries(site)] == ["identify"]
     site.grant_consent("003", "payment", ALLOWS)
-    told = site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=DEVICE).to_dict()
-    assert models(site, "003") == {DLIB, FACENET_MODEL_ID}
-    assert set(told) == {"against", "match", "mode", "target_fmr", "calibration", "calibration_note", "note"}
+    told = site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=DEVICE)
+    assert models(site, "003") == {DLIB, FACENET_MODEL_ID} and told.templates_added == ()
+    assert set(told.to_dict()) == {"against", "match", "mode", "target_fmr", "calibration", "calibration_note", "note"}
 
 
 def test_a_match_looser_than_the_strict_fmr_adds_nothing(site: Service) -> None:
@@ -274,3 +274,23 @@ def test_a_gallery_file_from_before_the_field_is_upgraded_and_its_consents_allow
         assert svc.consents("004")[-1].template_updates
     finally:
         svc.close()
+
+
+def test_the_gallery_adds_one_side_template_per_model_and_no_second(site: Service) -> None:
+    """The check and the insert share the write transaction: a second add of the same model is refused."""
+    pseudonym = site.gallery.resolve("003")
+    vec = site.engine.describe([london("003")], enrollment=True, accurate=True)[0].side[FACENET_MODEL_ID]
+    assert site.gallery.add_side_template(pseudonym, FACENET_MODEL_ID, vec)
+    assert not site.gallery.add_side_template(pseudonym, FACENET_MODEL_ID, vec)
+    assert site.gallery.templates(pseudonym, FACENET_MODEL_ID).shape == (1, 512)
+
+
+def test_the_consent_is_checked_again_in_the_transaction_that_adds(site: Service,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consent changed between the first check and the write (withdrawn, renewed without permission) wins."""
+    on_match(site)
+    site.grant_consent("003", "payment", FORM)
+    monkeypatch.setattr(site.privacy.ledger, "allows_template_updates", lambda *_: True)  # a stale first look
+    result = site.verify(london("003", "smiling"), subject_id="003", purpose="payment")
+    assert result.decision.match and result.templates_added == ()
+    assert models(site, "003") == {DLIB} and added_entries(site) == []
