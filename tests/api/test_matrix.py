@@ -92,6 +92,7 @@ ROUTES = [
     Route("audit-verify", "GET", "/v1/audit/verify", "audit.verify", S({200}), S({200})),
     Route("audit-export", "GET", "/v1/audit/export", "audit.export", S({200}), S({200})),
     Route("compliance", "GET", "/v1/compliance", "compliance.report", S({200}), S({200})),
+    Route("templates-coverage", "GET", "/v1/templates/coverage", "templates.coverage", S({200}), S({200})),
     Route("receipt-verify", "POST", "/v1/receipts/verify", "receipt.verify", S({422}), S({422}),
           lambda c, t: _json({"document": {"type": "facekeeper.erasure-receipt/v1", "signature": "AAAA"}})),
     Route("sweep", "POST", "/v1/sweep?dry_run=true", "sweep", S({200}), S({200})),

@@ -168,6 +168,8 @@ class DecisionOut(BaseModel):
 class Verified(DecisionOut):
     against: str
     note: str | None = None  # why the mode is not the purpose's (e.g. the subject has no FaceNet template)
+    templates_added: list[str] = Field(default_factory=list, description="models whose template this match"
+                                       " added from the photo ([purposes.NAME] template_update)")
 
 
 class DeviceVerified(BaseModel):
@@ -203,6 +205,8 @@ class Identified(BaseModel):
     calibration: Calibration = "measured"  # the deciding candidate's
     calibration_note: str | None = None
     candidates: list[Candidate]
+    templates_added: list[str] = Field(default_factory=list, description="models whose template the match added"
+                                       " from the photo ([purposes.NAME] template_update)")
 
 
 class DeviceMatch(BaseModel):
@@ -277,6 +281,8 @@ class ConsentIn(Strict):
                                                           " needs a guardian (not stored)")
     guardian: GuardianIn | None = None
     collected_by: str | None = Field(None, description="who collected it [this key]")
+    template_updates: bool = Field(False, description="the person allows a new model's template to be added"
+                                                      " from a later match (no new photo)")
 
     @field_validator("expires_at")
     @classmethod
@@ -298,6 +304,7 @@ class ConsentOut(BaseModel):
     end_reason: str | None
     ended_by: str | None
     status: str
+    template_updates: bool = False  # a new model's template may be added from a later match
 
 
 class Withdrawn(BaseModel):
@@ -371,6 +378,30 @@ class ReceiptChecked(BaseModel):
 
 class PublicKey(BaseModel):
     public_key: str
+
+
+# -- templates per model (moving to a new model without photos) ---------------------------------------
+class ModelCoverageOut(BaseModel):
+    model_id: str
+    have: int
+    lack: int
+    update_allowed: int = Field(description="of those lacking, whose consent lets a later match add it")
+    lacking: list[str] = Field(description="subject ids (admin) or pseudonyms (auditor), cut at 'limit'")
+
+
+class PurposeCoverageOut(BaseModel):
+    purpose: str
+    template_update: str = Field(description="the purpose's setting: off or on-match")
+    subjects: int = Field(description="enrolled people with a live consent for the purpose")
+    models: list[ModelCoverageOut]
+
+
+class TemplateCoverage(BaseModel):
+    """Per purpose and model, who holds its templates and who still lacks one; never a template."""
+
+    identified_by: Literal["subject_id", "pseudonym"]
+    enrolled: int
+    purposes: list[PurposeCoverageOut]
 
 
 class NoticeIn(Strict):

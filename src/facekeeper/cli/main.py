@@ -32,6 +32,7 @@ from facekeeper.cli import license as license_cli
 from facekeeper.cli import liveness as liveness_cli
 from facekeeper.cli import privacy as privacy_cli
 from facekeeper.cli import server as server_cli
+from facekeeper.cli import templates as templates_cli
 from facekeeper.errors import FacekeeperError, InvalidInput
 from facekeeper.privacy import Actor
 from facekeeper.service import Service, default_actor
@@ -59,6 +60,7 @@ app.add_typer(db_cli.app, name="db")
 app.add_typer(liveness_cli.app, name="liveness")
 app.add_typer(gate_cli.app, name="gate")
 app.add_typer(console_cli.app, name="console")
+app.add_typer(templates_cli.app, name="templates")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -250,7 +252,8 @@ def verify(
         f"{'MATCH' if d.match else 'NO MATCH'} ({d.mode} mode): {score} {d.distance:.3f} (threshold "
         f"{d.threshold:.3f} for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of"
         f" the time" + (f"\n{r.note}" if r.note else "")
-        + (f"\n{d.calibration_note}" if d.calibration_note else "")))
+        + (f"\n{d.calibration_note}" if d.calibration_note else "")
+        + "".join(f"\ntemplate of {m} added from this photo (template_update)" for m in r.templates_added)))
 
 
 @app.command()
@@ -278,6 +281,8 @@ def identify(
         calibration_note = r.candidates[0].decision.calibration_note if r.candidates else r.calibration_note
         if calibration_note:  # the threshold was extrapolated, or there was none to decide with
             out.print(calibration_note)
+        for model in r.templates_added:
+            out.print(f"template of {model} added from this photo (template_update)")
         table = Table("subject", "distance", "threshold", "match")
         for c in r.candidates:
             table.add_row(c.subject_id, f"{c.decision.distance:.3f}", f"{c.decision.threshold:.3f}",

@@ -78,6 +78,9 @@ def consent_grant(
                                                  " a guardian (not stored).")] = None,
     guardian_relationship: Annotated[str | None, typer.Option(help="For a minor: mother, legal guardian...")] = None,
     guardian_reference: Annotated[str | None, typer.Option(help="For a minor: the guardian's signed form.")] = None,
+    allow_template_updates: Annotated[bool, typer.Option(
+        "--allow-template-updates", help="The person allows a new model's template to be added from a later"
+                                         " match (no new photo).")] = False,
 ) -> None:
     """Record a person's consent for one purpose, with the notice version they were shown."""
     from facekeeper.cli import main as cli
@@ -86,7 +89,8 @@ def consent_grant(
         guardian = (Guardian(guardian_relationship or "", guardian_reference or "")
                     if guardian_relationship or guardian_reference else None)
         form = consent_form(how, minor, guardian, expires)
-        form = ConsentForm(form.method, form.evidence, form.expires_at, minor, guardian, collected_by, age)
+        form = ConsentForm(form.method, form.evidence, form.expires_at, minor, guardian, collected_by, age,
+                           allow_template_updates)
         c = svc.grant_consent(subject, purpose, form)
         now = svc.clock()
     cli.emit(c.to_dict(now), lambda: cli.out.print(

@@ -202,10 +202,13 @@ class Client:
     # -- consents -------------------------------------------------------------------------------
     def grant_consent(self, subject_id: str, purpose: str | None, method: str, evidence: str, *,
                       expires_at: float | None = None, minor: bool = False,
-                      guardian: dict[str, str] | None = None, collected_by: str | None = None) -> schemas.ConsentOut:
+                      guardian: dict[str, str] | None = None, collected_by: str | None = None,
+                      template_updates: bool = False) -> schemas.ConsentOut:
+        """``template_updates``: the person allows a new model's template to be added from a later match."""
         return self._model(schemas.ConsentOut, "POST", "/consents", json=_drop_none({
             "subject_id": subject_id, "purpose": purpose, "method": method, "evidence": evidence,
-            "expires_at": expires_at, "minor": minor, "guardian": guardian, "collected_by": collected_by}))
+            "expires_at": expires_at, "minor": minor, "guardian": guardian, "collected_by": collected_by,
+            "template_updates": template_updates}))
 
     def consents(self, subject_id: str) -> list[schemas.ConsentOut]:
         return self._models(schemas.ConsentOut, "GET", f"/consents/{_segment(subject_id)}")
@@ -238,6 +241,11 @@ class Client:
     def compliance(self) -> dict[str, Any]:
         data: dict[str, Any] = self.request("GET", "/compliance").json()
         return data
+
+    def template_coverage(self, purpose: str | None = None, limit: int | None = None) -> schemas.TemplateCoverage:
+        """Per purpose and model, who holds its templates and who still lacks one (admin and auditor keys)."""
+        return self._model(schemas.TemplateCoverage, "GET", "/templates/coverage",
+                           params=_drop_none({"purpose": purpose, "limit": limit}))
 
     def verify_receipt(self, document: dict[str, Any], public_key: str | None = None) -> schemas.ReceiptChecked:
         return self._model(schemas.ReceiptChecked, "POST", "/receipts/verify",

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from facekeeper.api.routes import audit, consents, credentials, faces, keys, liveness, privacy, subjects, system
+from facekeeper.api.routes import (
+    audit,
+    consents,
+    credentials,
+    faces,
+    keys,
+    liveness,
+    privacy,
+    subjects,
+    system,
+    templates,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (system.router, faces.router, subjects.router, consents.router,
-                                  credentials.router, audit.router, privacy.router, keys.router, liveness.router)
+                                  credentials.router, audit.router, privacy.router, keys.router, liveness.router,
+                                  templates.router)

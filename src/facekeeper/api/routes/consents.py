@@ -24,7 +24,7 @@ async def grant(request: Request, caller: Authed) -> schemas.ConsentOut:
     body = await bodies.parse_json(request, schemas.ConsentIn)
     guardian = Guardian(**body.guardian.model_dump()) if body.guardian else None
     form = ConsentForm(body.method, body.evidence, body.expires_at, body.minor, guardian, body.collected_by,
-                       body.age)
+                       body.age, body.template_updates)
     c = await run(request, caller, Service.grant_consent, body.subject_id, caller.purpose(body.purpose), form)
     return schemas.ConsentOut.model_validate(c.to_dict(time.time()))
 
