@@ -294,3 +294,19 @@ def test_the_consent_is_checked_again_in_the_transaction_that_adds(site: Service
     result = site.verify(london("003", "smiling"), subject_id="003", purpose="payment")
     assert result.decision.match and result.templates_added == ()
     assert models(site, "003") == {DLIB} and added_entries(site) == []
+
+
+def test_a_search_shares_the_strict_fmr_among_the_people_searched(site: Service) -> None:
+    """Three people searched: dlib must match at 1e-5 / 3, below the measured table. Payment refuses to decide
+    there, so nothing is added; a purpose that extrapolates adds at the tail fit's strict threshold."""
+    on_match(site)
+    site.grant_consent("003", "payment", ALLOWS)
+    for person in ("001", "004"):
+        site.grant_consent(person, "payment", FORM)
+    found = site.identify(london("003", "smiling"), purpose="payment")
+    assert found.match is not None and found.match.subject_id == "003" and found.searched_subjects == 3
+    assert found.templates_added == () and models(site, "003") == {DLIB}
+    site.settings.purposes["payment"].beyond_table = "extrapolate"
+    assert site.identify(london("003", "smiling"), purpose="payment").templates_added == (FACENET_MODEL_ID,)
+    (entry,) = added_entries(site)
+    assert entry.detail["from"] == "identify"

@@ -229,8 +229,9 @@ class PurposeSettings:
     # templates a subject lacks from a photo probe dlib matched at ``template_update_fmr``, for people whose
     # consent allows it; "off" never does.
     template_update: str = "off"
-    # 0: 1e-5, or the strictest FMR dlib's table measures when it stops above that; never looser than the
-    # decision's own FMR. A value below the measured table adds nothing (a template rests on measured pairs).
+    # The chance that one stranger's probe adds a template (1:N: divided by the people searched). 0: 1e-5, or
+    # the strictest FMR dlib's table measures when it stops above that; never looser than the decision's own.
+    # Below the measured table ``beyond_table`` applies, as to the purpose's matches.
     template_update_fmr: float = 0.0
 
 

@@ -842,20 +842,20 @@ class Service:
                              fmr_bucket(best) if best is not None else None,
                              {"searched": searched, "candidates": len(candidates), "mode": mode,
                               "calibration": calibration})
-        added = () if match is None else self._update_templates(op, probe, match.pseudonym, match.decision)
+        added = () if match is None else self._update_templates(op, probe, match.pseudonym, match.decision, searched)
         return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note, calibration=calibration,
                               calibration_note=IDENTIFY_BEYOND.get(calibration),
                               templates_added=added).view(op.actor.role)
 
-    def _update_templates(self, op: Operation, probe: Probe, pseudonym: str | None,
-                          decision: Decision | Verdict) -> tuple[str, ...]:
+    def _update_templates(self, op: Operation, probe: Probe, pseudonym: str | None, decision: Decision | Verdict,
+                          searched: int = 1) -> tuple[str, ...]:
         """After a match: the ``[engine] side_models`` templates the subject lacks, added from the probe's photo
         (``facekeeper.template_update``); returns the models added.
 
         Nothing is added unless the purpose says ``on-match``, the probe is a photo, dlib matched in fast mode at
-        the strict FMR on measured points, the person's live consent allows it (checked again in the write
-        transaction), and the photo passes enrollment's own checks (one face, the quality gate) and is the face
-        that matched. One ``template.add`` audit entry per template.
+        the strict FMR (shared among the ``searched`` people of a 1:N search), the person's live consent allows
+        it (checked again in the write transaction), and the photo passes enrollment's own checks (one face, the
+        quality gate) and is the face that matched. One ``template.add`` audit entry per template.
         """
         ps = op.purpose_settings
         assert ps is not None and op.purpose is not None
@@ -863,7 +863,8 @@ class Service:
             return ()
         assert isinstance(decision, Decision)
         wanted = template_update.lacking(self.gallery.models_of(pseudonym), self.engine.settings.side_models)
-        strict = template_update.strict_match(self.table, decision, ps.template_update_fmr) if wanted else None
+        strict = (template_update.strict_match(self.table, decision, ps.template_update_fmr, searched=searched,
+                                               beyond=ps.beyond_table) if wanted else None)
         if strict is None or not self.privacy.ledger.allows_template_updates(pseudonym, op.purpose, op.now):
             return ()
         try:

@@ -21,24 +21,32 @@ DEFAULT_FMR = 1e-5
 SAME_FACE = 1e-4
 
 
-def strict_fmr(table: CalibrationTable, setting: float, decision_fmr: float) -> float:
-    """The FMR dlib must match at for a template to be added: ``setting`` (0: ``DEFAULT_FMR``, or the strictest
-    FMR the table measures when it stops above that), never looser than the decision's own ``decision_fmr``."""
+def strict_fmr(table: CalibrationTable, setting: float, decision_fmr: float, searched: int = 1) -> float:
+    """The per-comparison FMR dlib must match at for a template to be added.
+
+    ``setting`` (0: ``DEFAULT_FMR``, or the strictest FMR the table measures when it stops above that) bounds
+    the chance that one stranger's probe adds a template to anybody: a 1:N search compares the probe with
+    ``searched`` people, so each comparison gets ``setting / searched``. Never looser than the decision's own
+    ``decision_fmr``.
+    """
     base = setting or max(DEFAULT_FMR, table.min_fmr)
-    return min(base, decision_fmr)
+    return min(base / max(searched, 1), decision_fmr)
 
 
-def strict_match(table: CalibrationTable, decision: Decision, setting: float) -> Decision | None:
-    """dlib's decision at the strict FMR when it matches on *measured* points; None otherwise.
+def strict_match(table: CalibrationTable, decision: Decision, setting: float, *, searched: int = 1,
+                 beyond: str = "refuse") -> Decision | None:
+    """dlib's decision at the strict FMR when it matches; None otherwise.
 
     Only a fast decision qualifies: its ``distance`` is dlib's (an accurate one is a fused score, and a subject
-    decided accurately lacks nothing). An extrapolated threshold never adds a template: what is kept for years
-    rests on measured impostor pairs.
+    decided accurately lacks nothing). Below the measured table the purpose's ``beyond`` policy applies as it
+    does to its matches: ``refuse`` adds nothing there, ``extrapolate`` decides at the strict end of the tail
+    fit's 95% interval.
     """
     if not decision.match or decision.mode != "fast":
         return None
-    strict = decide(table, decision.distance, strict_fmr(table, setting, decision.target_fmr))
-    return strict if strict.match and strict.calibration == "measured" else None
+    strict = decide(table, decision.distance, strict_fmr(table, setting, decision.target_fmr, searched),
+                    beyond=beyond)
+    return strict if strict.match else None
 
 
 def lacking(held: Iterable[str], wanted: Sequence[str]) -> list[str]:
