@@ -23,6 +23,7 @@ them. Descriptors from edge terminals carry no pixels, so they never add one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import os
@@ -42,6 +43,7 @@ from facekeeper.config import Settings
 from facekeeper.contract import operation
 from facekeeper.db import migrate
 from facekeeper.engine import Engine, Face, pipeline
+from facekeeper.engine.core import embedder_class
 from facekeeper.errors import AuditError, ConfigError, FacekeeperError, GalleryError, InvalidInput, ModelMismatch
 from facekeeper.federation.calibrate import SiteCalibration
 from facekeeper.federation.modes import site_modes
@@ -476,9 +478,22 @@ class Service:
         people = sorted(p for p in root.iterdir() if p.is_dir())
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
+        listed = min(workers or pipeline.default_workers(self.engine.settings), sum(len(f) for _, f in jobs))
+        # the workers start (models loaded, no photo) while consent is checked and this process loads what
+        # storing needs: their start-up is most of a small folder's time
+        with contextlib.ExitStack() as stack:
+            pool = (stack.enter_context(pipeline.WorkerPool(self.engine, listed, embed=True))
+                    if listed > 1 and not cluster else None)
+            return self._enroll_listed(jobs, progress, workers, pool, purpose, actor, consent, cluster)
+
+    def _enroll_listed(self, jobs: list[tuple[str, list[Path]]], progress: Callable[[int, int], None] | None,
+                       workers: int | None, pool: pipeline.WorkerPool | None, purpose: str | None, actor: Actor,
+                       consent: ConsentForm | None, cluster: str | None) -> BulkSummary:
         summary = BulkSummary()
         jobs, accurate = self._consented_jobs(jobs, purpose, actor, consent, summary)
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
+        # made now, while the workers start: the rotation templates are sealed with, and the embedder's id
+        self.gallery.transform(self.engine.model_id, embedder_class(self.engine.settings).dim)
         total = sum(len(files) for _, files in jobs)
         owner = {f: subject_id for subject_id, files in jobs for f in files}
         made: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors the workers made
@@ -492,7 +507,7 @@ class Service:
             connect(None if cluster == "local" else cluster, state_dir=self.settings.key_dir / "ray")
             prepared = cluster_pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate)
         else:
-            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate, embed=True)
+            prepared = pipeline.prepare(self.engine, photos, workers=workers, accurate=accurate, embed=True, pool=pool)
         for done, item in enumerate(prepared, start=1):
             subject_id = owner[item.path]
             if item.error is not None:
@@ -1172,8 +1187,11 @@ class EngineCache:
             engine = self(settings)
             _models = ((engine.embedder, engine.detector, engine.landmarker(), engine.landmarker(68)) if photos
                        else (engine.embedder,))
-            if photos and any(p.mode == "accurate" for p in settings.purposes.values()) and self._fusion_signed():
-                # accurate-mode purposes: the side models, loaded before requests too
+            purposes = settings.purposes.values()
+            if photos and (any(p.template_update == "on-match" for p in purposes)
+                           or (any(p.mode == "accurate" for p in purposes) and self._fusion_signed())):
+                # accurate-mode purposes, and those adding templates on a match: the side models, loaded before
+                # requests too
                 _sides = [engine.side_embedder(m) for m in settings.engine.side_models]
 
     @staticmethod
