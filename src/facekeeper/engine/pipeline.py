@@ -14,10 +14,13 @@ from the caches (faces94 photos: 145 against 127 photos/s on two cores).
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.pool
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 import numpy as np
@@ -51,9 +54,15 @@ _worker_engine: Engine | None = None
 T = TypeVar("T")
 
 
-def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: LimitSettings) -> None:
+def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: LimitSettings, embed: bool) -> None:
+    """Load what every photo needs now, while the pool is still starting (``WorkerPool``), not on the first
+    photo; ``embed``: the embedder too, with one untimed run so its first batch pays no set-up."""
     global _worker_engine
     _worker_engine = Engine(settings, quality, limits)
+    _worker_engine.detector  # noqa: B018
+    _worker_engine.landmarker()
+    if embed:
+        _worker_engine.embed(np.zeros((1, 150, 150, 3), np.uint8))
 
 
 def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate: bool = False,
@@ -109,23 +118,71 @@ def default_workers(settings: EngineSettings) -> int:
     return settings.workers or os.cpu_count() or 1
 
 
-def _worker_context() -> mp.context.BaseContext:
+# What the fork server loads before any worker forks, by detector: YuNet's workers need neither dlib's HOG
+# detector nor (for most faces) its 68-point model, which take most of the other module's 2 s.
+PRELOAD = {"yunet": "facekeeper.engine.preloaded_yunet"}
+
+
+def _worker_context(settings: EngineSettings) -> mp.context.BaseContext:
     # forkserver: workers must not inherit the parent's onnxruntime threads or open SQLite handles. The
     # server loads the models once (if this process starts it) and each worker forks with them loaded.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["facekeeper.engine.preloaded"])
+    ctx.set_forkserver_preload([PRELOAD.get(settings.detector, "facekeeper.engine.preloaded")])
     return ctx
 
 
+class WorkerPool:
+    """``workers`` processes, started in a background thread so their start-up (the fork server's model load,
+    each worker's own sessions) overlaps what the caller does meanwhile, such as checking consent. No photo
+    reaches a worker before the caller passes paths to ``prepare``. Closing terminates the processes."""
+
+    def __init__(self, engine: Engine, workers: int, *, embed: bool = False) -> None:
+        self.size = workers
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._error: BaseException | None = None
+        args = (engine.settings, engine.quality_settings, engine.limits, embed)
+        self._thread = threading.Thread(target=self._start, args=args, name="facekeeper-workers", daemon=True)
+        self._thread.start()
+
+    def _start(self, settings: EngineSettings, quality: QualitySettings, limits: LimitSettings, embed: bool) -> None:
+        try:
+            self._pool = _worker_context(settings).Pool(self.size, _init_worker, (settings, quality, limits, embed))
+        except BaseException as exc:  # raised to the caller by ``pool()``
+            self._error = exc
+
+    def pool(self) -> multiprocessing.pool.Pool:
+        """The started pool (waiting for it if need be)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._pool is not None
+        return self._pool
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
 def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
-            workers: int | None = None, accurate: bool = False, embed: bool = False) -> Iterator[Prepared]:
-    """Prepare every photo, in order, on ``workers`` processes (1 = in this process).
+            workers: int | None = None, accurate: bool = False, embed: bool = False,
+            pool: WorkerPool | None = None) -> Iterator[Prepared]:
+    """Prepare every photo, in order, on ``workers`` processes (1 = in this process), or on ``pool``'s,
+    started earlier by the caller (who closes it).
 
     ``embed``: the descriptors are made too, in batches of ``batch_size`` (by each worker for its own
     photos), and this process needs no embedder.
     """
     jobs = [(Path(p), enrollment, accurate) for p in paths]
-    n = min(workers or default_workers(engine.settings), len(jobs))
+    n = min(pool.size if pool is not None else workers or default_workers(engine.settings), len(jobs))
     if n <= 1:
         if not embed:
             for job in jobs:
@@ -134,14 +191,22 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
         for batch in batches(jobs, engine.settings.batch_size):
             yield from _prepare_batch(engine, batch)
         return
-    with _worker_context().Pool(n, _init_worker, (engine.settings, engine.quality_settings, engine.limits)) as pool:
-        if not embed:
-            yield from pool.imap(_prepare_in_worker, jobs, chunksize=4)
-            return
-        # batches no larger than an even share, so a short list still keeps every worker busy
-        size = max(1, min(engine.settings.batch_size, -(-len(jobs) // n)))
-        for done in pool.imap(_prepare_batch_in_worker, batches(jobs, size)):
-            yield from done
+    if pool is None:
+        with WorkerPool(engine, n, embed=embed) as own:
+            yield from _prepare_on(own.pool(), engine, jobs, n, embed)
+        return
+    yield from _prepare_on(pool.pool(), engine, jobs, n, embed)
+
+
+def _prepare_on(pool: multiprocessing.pool.Pool, engine: Engine, jobs: list[tuple[Path, bool, bool]], n: int,
+                embed: bool) -> Iterator[Prepared]:
+    if not embed:
+        yield from pool.imap(_prepare_in_worker, jobs, chunksize=4)
+        return
+    # batches no larger than an even share, so a short list still keeps every worker busy
+    size = max(1, min(engine.settings.batch_size, -(-len(jobs) // n)))
+    for done in pool.imap(_prepare_batch_in_worker, batches(jobs, size)):
+        yield from done
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

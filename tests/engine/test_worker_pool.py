@@ -1,0 +1,50 @@
+"""Worker pools started ahead of the photos: what YuNet's workers load before forking, what they load later,
+and a pool started early giving what a pool of ``prepare``'s own gives."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from facekeeper.config import EngineSettings
+from facekeeper.engine import Engine, pipeline
+from tests.conftest import DATA, london
+
+TURNED = DATA / "people" / "barack_obama" / "4.jpg"  # a three-quarter press photo: judged on its jaw line
+
+
+def test_yunets_fork_server_loads_what_every_photo_needs_and_nothing_else() -> None:
+    code = ("import sys; from facekeeper.engine import dlib_onnx, models; import facekeeper.engine.preloaded_yunet; "
+            "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize, "
+            "len(dlib_onnx._PREBUILT), 'cv2' in sys.modules, 'PIL.Image' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    # no HOG detector, the 5-point model alone, the embedder's graph built, OpenCV and Pillow imported
+    assert out.stdout.split() == ["0", "1", "1", "True", "True"]
+    assert pipeline.PRELOAD[EngineSettings().detector] == "facekeeper.engine.preloaded_yunet"
+
+
+def test_a_worker_loads_the_jaw_model_when_a_face_needs_it(engine: Engine) -> None:
+    """The 68-point model is not in YuNet's fork server: a turned head is still judged on its jaw line."""
+    photos = [TURNED, london("003")]
+    here = list(pipeline.prepare(engine, photos, workers=1, embed=True))
+    there = list(pipeline.prepare(engine, photos, workers=2, embed=True))
+    assert [p.quality and p.quality["yaw_from"] for p in there] == ["jaw", "eyes-nose"]
+    assert [p.quality for p in there] == [p.quality for p in here]
+
+
+def test_a_pool_started_early_prepares_as_a_pool_of_its_own(engine: Engine) -> None:
+    photos = [london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")]
+    own = list(pipeline.prepare(engine, photos, workers=2, embed=True))
+    with pipeline.WorkerPool(engine, 2, embed=True) as pool:
+        started = pool.pool()
+        first = list(pipeline.prepare(engine, photos, embed=True, pool=pool))
+        again = list(pipeline.prepare(engine, photos[:2], embed=True, pool=pool))  # the caller's pool stays open
+        workers = list(started._pool)  # type: ignore[attr-defined]
+    assert [p.path for p in first] == [p.path for p in own]
+    for mine, theirs in zip(first, own, strict=True):
+        assert mine.descriptor is not None and theirs.descriptor is not None
+        assert np.array_equal(mine.descriptor, theirs.descriptor) and mine.quality == theirs.quality
+    assert [p.path for p in again] == photos[:2]
+    assert len(workers) == 2 and not any(w.is_alive() for w in workers)  # closing ends the processes
