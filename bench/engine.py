@@ -315,20 +315,28 @@ def run_pool(kind: str, files: Sequence[Path], procs: int, engine_kwargs: dict[s
 
 
 # Service.enroll_dir in a fresh process, timed from the call: consent recorded for everyone, the worker pool
-# and its models started, photos prepared and embedded, each person sealed, stored and audited.
+# and its models started, photos prepared and embedded, each person sealed, stored and audited. The progress
+# callback notes when the first, middle and last photo came back (seconds, and this process's CPU seconds).
 ENROLL_DIR = """
 import json, sys, time
+from collections import Counter
 from pathlib import Path
 sys.path.insert(0, "bench")
 from engine import new_deployment
 from facekeeper.privacy import ConsentForm
 a = json.loads(sys.stdin.read())
 svc = new_deployment(Path(a["home"]), Path(a["vendor"]))
-t0 = time.perf_counter()
-summary = svc.enroll_dir(Path(a["root"]), workers=a["workers"], consent=ConsentForm("paper", "bench forms"))
-seconds = time.perf_counter() - t0
+marks = {}
+t0, c0 = time.perf_counter(), time.process_time()
+def progress(done, total):
+    if done in (1, total // 2, total):
+        marks[done] = (time.perf_counter() - t0, time.process_time() - c0)
+summary = svc.enroll_dir(Path(a["root"]), workers=a["workers"], consent=ConsentForm("paper", "bench forms"),
+                         progress=progress)
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
 svc.close()
-print(json.dumps({"seconds": seconds, "templates": sum(summary.enrolled.values()), "skipped": len(summary.skipped)}))
+print(json.dumps({"seconds": seconds, "main_cpu": cpu, "marks": marks, "templates": sum(summary.enrolled.values()),
+                  "skipped": len(summary.skipped), "reasons": Counter(code for _, code, _ in summary.skipped)}))
 """
 
 
@@ -342,6 +350,190 @@ def enroll_dir_run(files: Sequence[Path], workers: int) -> tuple[float, dict[str
         out = fresh_process(ENROLL_DIR, {"home": str(Path(tmp) / "site"), "vendor": str(Path(tmp) / "vendor"),
                                          "root": str(root), "workers": workers})
     return len(files) / out["seconds"], out
+
+
+def bench_enroll_dir(report: Report, backends: Backends, procs: int, rounds: int, sets: set[str]) -> None:
+    """The command a user runs, ``enroll-dir``, on the whole London and faces94 sets against the peer's pool
+    timed from its processes' start: ``rounds`` rounds alternating which goes first, the median ratio."""
+    for name, _, files in face_sets(0):
+        if name not in sets or name == "people":
+            continue
+        if name == "faces94":
+            files = sorted(p for p in (SHARED_FACES / "calibration" / "faces94").rglob("*")
+                           if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        peer_rates: list[float] = []
+        ours_rates: list[float] = []
+        loads: list[str] = []
+        peer_run: Run | None = None
+        made: dict[str, Any] = {}
+        for r in range(rounds):
+            order = ("peer", "ours") if r % 2 == 0 else ("ours", "peer")
+            for who in order:
+                loads.append(load())
+                if who == "peer" and backends.peer:
+                    log(f"enroll-dir {name} round {r + 1}: peer, {procs} processes, {len(files)} photos "
+                        f"(load {loads[-1]})")
+                    peer_run = run_pool("peer", files, procs, cold=True)
+                    peer_rates.append(peer_run.per_second())
+                elif who == "ours":
+                    log(f"enroll-dir {name} round {r + 1}: facekeeper, {procs} workers (load {loads[-1]})")
+                    rate, made = enroll_dir_run(files, procs)
+                    ours_rates.append(rate)
+                    log(f"  {rate:.1f} photos/s, {made}")
+        loads.append(load())
+        ratios = [o / p for o, p in zip(ours_rates, peer_rates, strict=False)]
+        peer_cell = " / ".join(f"{v:.2f}" for v in peer_rates) or None
+        ours_cell = " / ".join(f"{v:.1f}" for v in ours_rates)
+        each = ", ".join(f"{x:.1f}x" for x in ratios)
+        median = f"{float(np.median(ratios)):.1f}x (rounds: {each})" if ratios else "-"
+        report.row(f"enroll-dir end to end, photos/s ({procs} proc), {rounds} alternating rounds",
+                   f"{name}: all {len(files)} photos; start-up, consent, embed, seal, store, audit (peer: start-up + "
+                   f"encodings); 1-min load {' -> '.join(loads)}", peer_cell,
+                   {backends.default: ours_cell}, {backends.default: median}, f">= {ENROLL_TARGET[name]}x peer")
+        first, cpu = made["marks"]["1"], made["main_cpu"]
+        report.row("enroll-dir: first photo back / main process CPU (last round)", name, None,
+                   {backends.default: f"{first[0]:.2f} s / {cpu:.2f} s of {made['seconds']:.1f} s"})
+        if peer_run is not None:
+            found = Counter(min(r.faces, 2) for r in peer_run.results)
+            peer_found = (f"{found[1]} photos with one face, {found[2]} with several, {found[0]} with none "
+                          f"({sum(r.faces for r in peer_run.results)} faces)")
+        else:
+            peer_found = None
+        reasons = ", ".join(f"{n} {code}" for code, n in sorted(made["reasons"].items())) or "none skipped"
+        report.row("enroll-dir: faces found / templates made", name, peer_found,
+                   {backends.default: f"{made['templates']} templates (one face each, quality gate passed); "
+                                      f"{reasons}"}, target="strict: one face")
+
+
+# Where enroll-dir's time goes: one worker's steps photo by photo, and the main process's steps (wrapped
+# timers in a fresh process running the whole command).
+ENROLL_DIR_STEPS = """
+import json, sys, time
+from collections import defaultdict
+from pathlib import Path
+sys.path.insert(0, "bench")
+from engine import new_deployment
+from facekeeper.engine import pipeline
+from facekeeper.gallery import gallery
+from facekeeper.gallery.gallery import Gallery
+from facekeeper.gallery.keystore import KeyStore
+from facekeeper.privacy import ConsentForm
+from facekeeper.privacy.audit import AuditLog
+from facekeeper.service import Service
+spent = defaultdict(float)
+def timed(owner, name, label):
+    inner = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] += time.perf_counter() - t
+    setattr(owner, name, wrapper)
+timed(pipeline.WorkerPool, "pool", "waiting for the pool to start")
+timed(Service, "_consented_jobs", "consent: record and check everyone's")
+timed(Gallery, "enroll", "storage: one transaction a person (keys, sealing, audit entry inside)")
+timed(KeyStore, "create", "key store rows written (a person's pseudonym at consent, data key at enrollment)")
+timed(gallery, "seal", "  of which: sealing templates and identities (AES-GCM)")
+timed(AuditLog, "append", "  of which: audit entries")
+timed(AuditLog, "anchor", "audit anchor (once per stored group)")
+a = json.loads(sys.stdin.read())
+svc = new_deployment(Path(a["home"]), Path(a["vendor"]))
+t0 = time.perf_counter()
+firsts = []
+summary = svc.enroll_dir(Path(a["root"]), workers=a["workers"], consent=ConsentForm("paper", "bench forms"),
+                         progress=lambda done, total: firsts.append(time.perf_counter() - t0) if done == 1 else None)
+spent["whole command"] = time.perf_counter() - t0
+spent["first photo back"] = firsts[0]
+svc.close()
+print(json.dumps(spent))
+"""
+
+
+def worker_steps(files: Sequence[Path]) -> dict[str, tuple[float, int]]:
+    """Median ms a photo of each step of one worker (one thread, models loaded), and how many photos ran it;
+    the ResNet's figure is per face in batches of ``batch_size``, as the workers run it."""
+    import pickle
+
+    from facekeeper.engine import align, quality
+    from facekeeper.engine.landmarks import shape_to_array
+    from facekeeper.engine.pipeline import Prepared
+    from facekeeper.engine.yunet import hog_frame
+
+    engine = Engine(EngineSettings())
+    models.preload()
+    engine.embed(np.zeros((1, 150, 150, 3), np.uint8))
+    steps: dict[str, list[float]] = {k: [] for k in ("read", "decode", "YuNet (working copy + detect)",
+                                                       "landmarks (5 points)", "chip", "jaw (68 points)",
+                                                       "quality measures", "result to the parent (pickle)")}
+    chips = []
+    for f in files:
+        t = [time.perf_counter()]
+        data = f.read_bytes()
+        t.append(time.perf_counter())
+        rgb = engine.decode(data)
+        t.append(time.perf_counter())
+        found = engine.detect(rgb)
+        t.append(time.perf_counter())
+        if len(found) != 1:
+            continue
+        box = hog_frame(found[0].box)
+        shape = engine.landmarker(5).shape(rgb, box)
+        points = shape_to_array(shape)
+        t.append(time.perf_counter())
+        chip = align.chip(rgb, shape)
+        t.append(time.perf_counter())
+        jaw = None
+        if quality.needs_jaw(points, found[0].frontal, engine.quality_settings.max_yaw):
+            jaw = engine.landmarker(68)(rgb, box)
+        t.append(time.perf_counter())
+        measured = quality.measure(points, chip, jaw)
+        t.append(time.perf_counter())
+        pickle.loads(pickle.dumps(Prepared(f, None, measured.as_dict(), None, descriptor=np.zeros(128, np.float32))))
+        t.append(time.perf_counter())
+        for i, key in enumerate(steps):
+            if key != "jaw (68 points)" or jaw is not None:
+                steps[key].append((t[i + 1] - t[i]) * 1e3)
+        chips.append(chip)
+    size = engine.settings.batch_size
+    t0 = time.perf_counter()
+    for i in range(0, len(chips), size):
+        engine.embed(chips[i : i + size])
+    out = {k: (float(np.median(v)) if v else 0.0, len(v)) for k, v in steps.items()}
+    out["dlib ResNet, onnxruntime (per face, batches of 16)"] = ((time.perf_counter() - t0) * 1e3 / len(chips),
+                                                                 len(chips))
+    return out
+
+
+def bench_steps(report: Report, backends: Backends, procs: int, sets: set[str], photos: int) -> None:
+    """Where enroll-dir's time goes, worker and main process, on the first ``photos`` photos of each set."""
+    for name, _, files in face_sets(0):
+        if name not in sets or name == "people":
+            continue
+        if name == "faces94":
+            files = sorted(p for p in (SHARED_FACES / "calibration" / "faces94").rglob("*")
+                           if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        files = files[:photos]
+        log(f"steps {name}: one worker, {len(files)} photos (load {load()})")
+        measured = worker_steps(files)
+        total = sum(ms * n / len(files) for ms, n in measured.values())
+        for step, (ms, n) in measured.items():
+            report.row("worker step, median ms a photo (photos that ran it)", f"{name}: {step}", None,
+                       {backends.default: f"{ms:.2f} ms ({n})"})
+        report.row("worker, all steps (medians x photos that ran them), ms a photo", name, None,
+                   {backends.default: f"{total:.1f} ms"})
+        log(f"steps {name}: enroll-dir's main process, {procs} workers (load {load()})")
+        with tempfile.TemporaryDirectory(prefix="fk-enroll-dir-") as tmp:
+            root = Path(tmp) / "photos"
+            for f in files:
+                (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+                (root / f.parent.name / f.name).symlink_to(f)
+            spent = fresh_process(ENROLL_DIR_STEPS, {"home": str(Path(tmp) / "site"),
+                                                     "vendor": str(Path(tmp) / "vendor"), "root": str(root),
+                                                     "workers": procs})
+        for step, seconds in spent.items():
+            report.row(f"enroll-dir main process, seconds ({procs} workers)", f"{name}, {len(files)} photos: {step}",
+                       None, {backends.default: f"{seconds:.3f} s"})
 
 
 # -- enroll: comparing what the two libraries found ---------------------------------------------------
@@ -526,19 +718,6 @@ def bench_enroll(report: Report, backends: Backends, procs: int, faces94: int, s
             report.row(f"enroll, images/s ({n} proc)", f"{name}: {len(files)} photos, {sizes}",
                        f"{peer_rate:.2f}" if peer_rate else None, ours, ratios,
                        f">= {ENROLL_TARGET[name]}x peer" if n == procs else "")
-        # the whole command, cold: enroll-dir against the peer's pool timed from its processes' start
-        log(f"enroll-dir {name}: facekeeper, {procs} workers, from the call (load {load()})")
-        ours_cold, made = enroll_dir_run(files, procs)
-        peer_cold = None
-        if backends.peer:
-            log(f"enroll-dir {name}: peer, {procs} process(es), from process start (load {load()})")
-            peer_cold = run_pool("peer", files, procs, cold=True).per_second()
-        report.row(f"enroll-dir end to end, images/s ({procs} proc)",
-                   f"{name}: start-up, consent, embed, seal, store, audit (peer: start-up + encodings)",
-                   f"{peer_cold:.2f}" if peer_cold else None,
-                   {backends.default: f"{ours_cold:.2f} ({made['templates']} templates, {made['skipped']} skipped)"},
-                   {backends.default: speedup(peer_cold, ours_cold, higher_is_better=True)},
-                   f">= {ENROLL_TARGET[name]}x peer")
         if name == "london" and procs > 1:
             # one worker per core against one worker with threaded inference, and both at once
             default_rate = ours_runs[(backends.default, procs)].per_second()
@@ -955,6 +1134,19 @@ def enroll_synthetic(svc: Service, data: Synthetic, per_subject: int) -> tuple[l
     return pseudonyms, t1 - t0, time.perf_counter() - t1
 
 
+def enroll_real(svc: Service) -> tuple[np.ndarray, list[str]]:
+    """Enroll the London volunteers' real descriptors (tests/data/descriptors/london.npz: 102 people, neutral and
+    smiling) and return them with their owners' subject ids, as probes the probe screen admits."""
+    data = np.load(ROOT / "tests" / "data" / "descriptors" / "london.npz")
+    labels = [f"london-{label}" for label in data["labels"]]
+    vectors = data["dlib"].astype(np.float32)
+    for subject_id in dict.fromkeys(labels):
+        svc.grant_consent(subject_id, None, CONSENT)
+        enroll_descriptors(svc, subject_id, vectors[[i for i, o in enumerate(labels) if o == subject_id]])
+    svc.privacy.audit.anchor()
+    return vectors, labels
+
+
 def gallery_bytes(svc: Service) -> tuple[int, int]:
     s = svc.settings
     return dir_bytes([s.gallery_path, s.keystore_path]), dir_bytes([s.index_path])
@@ -990,9 +1182,19 @@ def gallery_layout(report: Report, n: int, per: int, queries: int, work: Path, *
     log(f"gallery {human(n)}: {queries} searches via Gallery.search and Service.identify_descriptor")
     lat_search = time_calls(search, len(probes), warmup=20)
     id1 = float(np.mean([owner[p] == w for p, w in zip(top, who, strict=True)]))
-    lat_identify = time_calls(lambda i: svc.identify_descriptor(probes[i]), len(probes), warmup=20)
+    # Service.identify_descriptor screens what it is sent (privacy/probes.py): synthetic vectors are no face's
+    # and are refused, so it is sent real descriptors, the London photos', whose people are enrolled too
+    real, real_owner = enroll_real(svc)
+    answers: list[str | None] = [None] * len(real)
+
+    def identify(i: int) -> None:
+        match = svc.identify_descriptor(real[i % len(real)]).match
+        answers[i % len(real)] = None if match is None else match.subject_id
+
+    lat_identify = time_calls(identify, queries, warmup=20)
     with omp_threads(2):
-        lat_identify2 = time_calls(lambda i: svc.identify_descriptor(probes[i]), len(probes), warmup=20)
+        lat_identify2 = time_calls(identify, queries, warmup=20)
+    real_id1 = float(np.mean([a == o for a, o in zip(answers, real_owner, strict=True)]))
     lat_count = time_calls(lambda i: svc.gallery.store.subject_count(), 200, warmup=5)
     purpose, now = svc.settings.privacy.default_purpose, time.time()
     ledger = svc.privacy.ledger
@@ -1012,9 +1214,11 @@ def gallery_layout(report: Report, n: int, per: int, queries: int, work: Path, *
                    f"k={SEARCH_K}", None, {ANY: lat_bare.ms()}, target="")
     report.row("identify p50 / p99: Gallery.search [id@1]", f"{layout}, top 5 subjects", None,
                {ANY: f"{lat_search.ms()} [{id1:.3f}]"}, target="")
-    report.row("identify p50 / p99: Service.identify_descriptor", f"{layout}, top 5, license check, "
-               "identities unsealed", None, {ANY: lat_identify.ms()}, target="")
-    report.row("identify p50 / p99: Service.identify_descriptor, faiss 2 threads", layout, None,
+    real_layout = f"{layout} + {len(set(real_owner))} London people x 2 (real descriptors)"
+    report.row("identify p50 / p99 [id@1]: Service.identify_descriptor", f"{real_layout}, {queries} probes: the "
+               f"{len(real)} London descriptors, top 5, probe screen, license check, identities unsealed", None,
+               {ANY: f"{lat_identify.ms()} [{real_id1:.3f}]"}, target="")
+    report.row("identify p50 / p99: Service.identify_descriptor, faiss 2 threads", real_layout, None,
                {ANY: lat_identify2.ms()}, target="")
     report.row("store.subject_count() (2 per identify call)", layout, None, {ANY: lat_count.ms()}, target="")
     report.row("consent check ConsentLedger.live() (3 per enroll, 1 per verify vs subject)", layout, None,
@@ -1066,12 +1270,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--faces94", type=int, default=600, help="faces94 photos to sample")
     ap.add_argument("--sets", default="people,london,faces94", help="photo sets for the enroll section")
     ap.add_argument("--procs", type=int, default=2, help="worker processes for enroll throughput")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating peer / facekeeper rounds of enroll-dir")
+    ap.add_argument("--step-photos", type=int, default=300, help="photos a set for the per-step profile")
     ap.add_argument("--queries", type=int, default=1000, help="identify probes per size")
     ap.add_argument("--reps", type=int, default=40, help="verify calls per variant")
     ap.add_argument("--gallery", type=int, default=10_000, help="templates for the full gallery path")
     ap.add_argument("--no-sweep", action="store_true", help="skip the other detection settings")
     ap.add_argument("--default-backend", action="store_true", help="run the default embedding backend only")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: embed,enroll,verify,identify,gallery")
+    ap.add_argument("--skip", default="",
+                    help="comma list of sections to skip: embed,enroll,steps,enroll-dir,verify,identify,gallery")
     args = ap.parse_args(argv)
     sizes = parse_sizes(args.sizes)
     if args.quick:
@@ -1087,6 +1294,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("embed", lambda: bench_embed(report, backends)),
             ("enroll", lambda: bench_enroll(report, backends, args.procs, args.faces94, set(args.sets.split(",")),
                                             not args.no_sweep)),
+            ("steps", lambda: bench_steps(report, backends, args.procs, set(args.sets.split(",")),
+                                          args.step_photos)),
+            ("enroll-dir", lambda: bench_enroll_dir(report, backends, args.procs, args.rounds,
+                                                    set(args.sets.split(",")))),
             ("verify", lambda: bench_verify(report, backends, args.reps, work)),
             ("identify", lambda: bench_identify(report, backends, sizes, args.queries, work)),
             ("gallery", lambda: bench_gallery(report, args.gallery, min(args.queries, 500), work,
