@@ -1204,7 +1204,7 @@ def gallery_layout(report: Report, n: int, per: int, queries: int, work: Path, *
     db, snapshot = gallery_bytes(svc)
     log(f"gallery {human(n)}: Service.open and first identify in a fresh process")
     cold = fresh_process(OPEN_SERVICE, {"data": str(home / "data"), "vendor": str(vendor),
-                                        "probe": probes[0].tolist()})
+                                        "probe": real[0].tolist()})
     layout = f"{human(n)} templates, {subjects} subjects x {per}"
     if baseline:
         index = new_index()
