@@ -1,4 +1,4 @@
-"""Modes per purpose: payment decides with dlib + FaceNet fused, the rest with dlib, and every answer says which
+"""Modes per purpose: payment decides with dlib + SFace fused, the rest with dlib, and every answer says which
 mode and which false-match rate it used."""
 
 from __future__ import annotations
@@ -69,14 +69,19 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
         config.validate(settings)
 
 
-def test_accurate_enrollment_keeps_a_facenet_template_per_photo_and_fast_enrollment_does_not(site: Service) -> None:
+def test_the_shipped_accurate_mode_is_dlib_fused_with_sface() -> None:
+    assert shipped_fusion().side_models == (SFACE_MODEL_ID,)
+    assert Settings(data_dir=Path("d"), key_dir=Path("k")).engine.side_models == [SFACE_MODEL_ID]
+
+
+def test_accurate_enrollment_keeps_an_sface_template_per_photo_and_fast_enrollment_does_not(site: Service) -> None:
     paid = site.enroll([london("001"), london("001", "smiling")], "001", purpose="payment")
     door = site.enroll([london("004")], "004", purpose="access-control")
-    assert site.gallery.templates(paid.pseudonym, FACENET_MODEL_ID).shape == (2, 512)
-    assert site.gallery.templates(door.pseudonym, FACENET_MODEL_ID).shape == (0, 512)
+    assert site.gallery.templates(paid.pseudonym, SFACE_MODEL_ID).shape == (2, 128)
+    assert site.gallery.templates(door.pseudonym, SFACE_MODEL_ID).shape == (0, 128)
     assert site.gallery.subject(paid.pseudonym).templates == 2
     held = site.export_subject("001")["face"]["templates_by_model"]  # the person sees both models' templates
-    assert held == {"dlib-resnet-v1": 2, FACENET_MODEL_ID: 2}
+    assert held == {"dlib-resnet-v1": 2, SFACE_MODEL_ID: 2}
 
 
 def test_enroll_dir_for_an_accurate_purpose_stores_both_templates(site: Service, tmp_path: Path) -> None:
@@ -85,7 +90,7 @@ def test_enroll_dir_for_an_accurate_purpose_stores_both_templates(site: Service,
     summary = site.enroll_dir(tmp_path / "folder", workers=1, purpose="payment")
     assert summary.enrolled == {"001": 2, "002": 2}
     for person in ("001", "002"):
-        assert site.gallery.templates(site.gallery.resolve(person), FACENET_MODEL_ID).shape == (2, 512)
+        assert site.gallery.templates(site.gallery.resolve(person), SFACE_MODEL_ID).shape == (2, 128)
 
 
 def test_payment_verify_is_fused_at_the_purpose_fmr_with_the_shipped_threshold(site: Service) -> None:
@@ -110,7 +115,7 @@ def test_two_photos_are_compared_in_the_purpose_mode(site: Service) -> None:
     assert fast.decision.threshold == pytest.approx(default_table("dlib-resnet-v1").threshold(1e-4)[0])
 
 
-def test_a_subject_without_facenet_templates_is_decided_fast_and_the_answer_says_why(site: Service) -> None:
+def test_a_subject_without_sface_templates_is_decided_fast_and_the_answer_says_why(site: Service) -> None:
     site.enroll([london("003")], "003", purpose="access-control")
     result = site.verify(london("003", "smiling"), subject_id="003", purpose="payment")
     assert result.decision.mode == "fast" and result.note == NO_SIDE and result.decision.match
@@ -120,7 +125,7 @@ def test_a_subject_without_facenet_templates_is_decided_fast_and_the_answer_says
 def test_without_a_signed_fusion_calibration_accurate_purposes_decide_fast_and_say_so(site: Service) -> None:
     site.bundle = dataclasses.replace(site.bundle, fusion=None)
     site.enroll([london("002")], "002", purpose="payment")
-    assert site.gallery.templates(site.gallery.resolve("002"), FACENET_MODEL_ID).shape == (0, 512)
+    assert site.gallery.templates(site.gallery.resolve("002"), SFACE_MODEL_ID).shape == (0, 128)
     result = site.verify(london("002", "smiling"), subject_id="002", purpose="payment")
     assert result.decision.mode == "fast" and result.note == NO_FUSION
     found = site.identify(london("002", "smiling"), purpose="payment")
@@ -129,10 +134,10 @@ def test_without_a_signed_fusion_calibration_accurate_purposes_decide_fast_and_s
 
 def test_a_fusion_for_other_side_models_than_the_engine_runs_is_not_used(site: Service) -> None:
     fusion = shipped_fusion()
-    site.engine = Engine(dataclasses.replace(site.engine.settings, side_models=[SFACE_MODEL_ID]))
-    assert fusion.side_models == (FACENET_MODEL_ID,) and site.fusion is None
+    site.engine = Engine(dataclasses.replace(site.engine.settings, side_models=[FACENET_MODEL_ID]))
+    assert fusion.side_models == (SFACE_MODEL_ID,) and site.fusion is None
     site.enroll([london("002")], "002", purpose="payment")
-    assert site.gallery.templates(site.gallery.resolve("002"), SFACE_MODEL_ID).shape == (0, 128)
+    assert site.gallery.templates(site.gallery.resolve("002"), FACENET_MODEL_ID).shape == (0, 512)
     result = site.verify(london("002", "smiling"), subject_id="002", purpose="payment")
     assert result.decision.mode == "fast" and result.note == NO_FUSION
 
@@ -167,24 +172,24 @@ def gallery_of_1000(exclude: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """
     data = np.load(DESCRIPTORS)
     keep = (data["pose"] == "neutral") & (data["labels"] != exclude)
-    labels, dlib, facenet = data["labels"][keep], data["dlib"][keep], data["facenet"][keep]
-    subjects = {str(label): (dlib[i], facenet[i]) for i, label in enumerate(labels)}
+    labels, dlib, sface = data["labels"][keep], data["dlib"][keep], data["sface"][keep]
+    subjects = {str(label): (dlib[i], sface[i]) for i, label in enumerate(labels)}
     rng = np.random.default_rng(1000)
     while len(subjects) < 1000:
         a, b = rng.choice(len(labels), 2, replace=False)
-        d, f = dlib[a] + dlib[b], facenet[a] + facenet[b]
+        d, f = dlib[a] + dlib[b], sface[a] + sface[b]
         subjects[f"blend-{labels[a]}-{labels[b]}"] = (d / np.linalg.norm(d), f / np.linalg.norm(f))
     return subjects
 
 
 def enroll_descriptors(svc: Service, subjects: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Consent for payment, then Service's per-person enrollment step with both templates (no photos)."""
-    for subject_id, (dlib, facenet) in subjects.items():
+    for subject_id, (dlib, sface) in subjects.items():
         svc.grant_consent(subject_id, "payment", FORM)
         with svc.privacy.operation(svc.actor, "enroll", "payment", operation="enroll") as op:
             pseudonym = svc.privacy.prepare_enroll(op, subject_id)
             svc.gallery.enroll(subject_id, [dlib], svc.engine.model_id, pseudonym=pseudonym,
-                               within=svc.privacy.enroll_hook(op), side={FACENET_MODEL_ID: [facenet]})
+                               within=svc.privacy.enroll_hook(op), side={SFACE_MODEL_ID: [sface]})
 
 
 @pytest.fixture

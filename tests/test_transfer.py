@@ -7,7 +7,7 @@ import pytest
 
 from facekeeper.evaluation import MIN_FALSE_MATCHES, operating_point
 from facekeeper.tail import fit_tail
-from facekeeper.transfer import strictest_table
+from facekeeper.transfer import population_thresholds, strictest_table
 
 
 def _population(n: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +24,8 @@ def test_each_point_is_the_strictest_measured_threshold_and_names_its_population
         assert row.population == "close" and row.how == "measured"
         assert value == np.floor(min(t for t in measured.values() if t is not None) * 1e4) / 1e4
     assert st.table.impostor_pairs == 400_000 and st.table.genuine_pairs == 400
+    part = strictest_table("m", "a set and its part", {**pops, "part": pops["close"]}, subgroups=frozenset({"part"}))
+    assert part.table.impostor_pairs == 400_000
 
 
 def test_a_set_too_small_to_count_speaks_through_the_strict_end_of_its_tail() -> None:
@@ -32,11 +34,23 @@ def test_a_set_too_small_to_count_speaks_through_the_strict_end_of_its_tail() ->
     assert [f for f, _ in st.table.points] == [1e-4, 1e-3, 1e-2]  # only where some set counted 10 pairs
     tail = fit_tail(small[1])
     assert tail is not None
-    for row in st.chosen:
-        if row.fmr < 1e-3:  # 20,000 pairs count 10 false matches only down to 5e-4
-            assert row.population == "small" and row.how == "extrapolated"
-            assert row.threshold == tail.interval(row.fmr)[0]
-    assert st.tail_from == "small"
+    by_fmr = {row.fmr: row for row in st.chosen}
+    assert by_fmr[1e-3].population == "small" and by_fmr[1e-3].how == "measured"  # 20 pairs below it
+    assert by_fmr[1e-4].population == "small" and by_fmr[1e-4].how == "extrapolated"  # 2 pairs expected
+    assert by_fmr[1e-4].threshold == tail.interval(1e-4)[0]
+    assert st.tail_from == "big"  # the small set's fit does not reach 1e-5 (0.2 pairs expected)
+
+
+def test_a_fit_speaks_only_down_to_one_expected_pair() -> None:
+    rows = population_thresholds("small", _population(20_000, 0.0, 11)[1], fit_tail(_population(20_000, 0.0, 11)[1]),
+                                 (1e-3, 1e-4, 5e-5, 4e-5, 1e-5))
+    assert [(r.fmr, r.how) for r in rows] == [(1e-3, "measured"), (1e-4, "extrapolated"), (5e-5, "extrapolated")]
+
+
+def test_the_carried_tail_is_the_strictest_of_those_reaching_below_the_table() -> None:
+    loose, strict = _population(300_000, 0.0, 12), _population(300_000, -0.05, 13)
+    st = strictest_table("m", "two sets", {"loose": loose, "strict": strict})
+    assert st.tail_from == "strict"
 
 
 def test_the_table_holds_on_every_population_it_was_built_from() -> None:
@@ -58,3 +72,13 @@ def test_a_population_too_small_to_fit_adds_nothing() -> None:
 def test_no_population_large_enough_is_an_error() -> None:
     with pytest.raises(ValueError, match="no population"):
         strictest_table("m", "tiny", {"tiny": _population(300, 0.0, 10)})
+
+
+def test_a_point_is_never_looser_than_the_point_above_it() -> None:
+    # the small set's wide interval at 1e-4 lies below the big set's count at 1e-5
+    big, small = _population(1_000_000, 0.0, 14), _population(20_000, -0.12, 15)
+    st = strictest_table("m", "big and small", {"big": big, "small": small})
+    values = [v for _, v in st.table.points]
+    assert values == sorted(values)
+    by_fmr = {row.fmr: row for row in st.chosen}
+    assert by_fmr[1e-5].how == "as at 0.0001" and by_fmr[1e-5].population == "small"

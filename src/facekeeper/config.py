@@ -68,7 +68,8 @@ class EngineSettings:
     facenet_box: str = "hog"
     # Accurate mode's models fused with dlib: "sface-2021dec-int8bq" and/or "facenet-20180408-102900", in the
     # order the signed bundle's fusion calibration names them, else accurate purposes decide in fast mode.
-    side_models: list[str] = field(default_factory=lambda: ["facenet-20180408-102900"])
+    # SFace by default: fused with dlib it beats dlib + FaceNet at every FMR measured (docs/accuracy.md).
+    side_models: list[str] = field(default_factory=lambda: ["sface-2021dec-int8bq"])
     # A probe with several faces (a bystander behind the person) uses one: "largest" or "centre" (nearest the
     # image centre, for portraits). Enrollment always refuses several faces.
     face_choice: str = "largest"
@@ -215,8 +216,9 @@ class PurposeSettings:
     idle_days: int = 1095  # erase this long after the last successful match for this purpose
     operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
     verify_fmr: float = 0.0  # 0: use [match] verify_fmr; e.g. 1e-5 for payment
-    # "fast": dlib alone; "accurate": dlib + FaceNet fused (fewer false non-matches at the same FMR, ~35 ms
-    # more per face, and a second template per photo). Enrollment for an accurate purpose stores both.
+    # "fast": dlib alone; "accurate": dlib + [engine] side_models fused (fewer false non-matches at the same
+    # FMR, ~25 ms more per face with SFace, and a second template per photo). Enrollment for an accurate
+    # purpose stores both.
     mode: str = "fast"
     face_only: bool = False  # always refused at start-up: every purpose must accept a non-face credential
     # When a decision's FMR (1:N: FPIR / subjects searched) is below the lowest the table measured:
