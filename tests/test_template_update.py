@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from facekeeper import config
-from facekeeper.config import Settings
+from facekeeper.config import EngineSettings, Settings
 from facekeeper.errors import ConfigError, Forbidden
-from facekeeper.fusion import FACENET_MODEL_ID
+from facekeeper.fusion import SIDE_MODELS
 from facekeeper.gallery.protect import SealError, open_sealed, vector_from_bytes
 from facekeeper.privacy import Actor, ConsentForm
 from facekeeper.service import NO_SIDE, Service
@@ -25,6 +25,8 @@ from tests.test_modes import shipped_fusion
 pytestmark = pytest.mark.usefixtures("licensed")
 
 DLIB = "dlib-resnet-v1"
+NEW = EngineSettings().side_models[0]  # the model accurate mode fuses with dlib: the one a dlib-only site lacks
+DIM = SIDE_MODELS[NEW]
 ALLOWS = ConsentForm("checkbox", "test kiosk", template_updates=True)
 OPERATOR = Actor("desk-1", "operator")
 DEVICE = Actor("till-1", "device")
@@ -33,7 +35,7 @@ AUDITOR = Actor("audit-1", "auditor")
 
 @pytest.fixture
 def site(deployment: Service) -> Service:
-    """Payment fuses dlib with FaceNet (the shipped fusion); everyone was enrolled with dlib alone (access control)."""
+    """Payment fuses dlib with the new model (the shipped fusion); everyone was enrolled with dlib alone."""
     deployment.bundle = dataclasses.replace(deployment.bundle, fusion=deployment.bundle.fusion or shipped_fusion())
     deployment.settings.purposes["payment"].liveness = "none"  # matching measured here; liveness in tests/liveness
     for person in ("001", "003", "004", "013"):
@@ -77,18 +79,18 @@ def test_a_strict_match_adds_the_template_once_audited_and_the_next_match_is_acc
     pseudonym = site.gallery.resolve("003")
     first = site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=OPERATOR)
     assert first.decision.mode == "fast" and first.note == NO_SIDE and first.decision.match
-    assert first.templates_added == (FACENET_MODEL_ID,) and first.to_dict()["templates_added"] == [FACENET_MODEL_ID]
-    assert site.gallery.templates(pseudonym, FACENET_MODEL_ID).shape == (1, 512)
+    assert first.templates_added == (NEW,) and first.to_dict()["templates_added"] == [NEW]
+    assert site.gallery.templates(pseudonym, NEW).shape == (1, DIM)
     assert site.gallery.subject(pseudonym).templates == 1  # still one photo's worth: the side template is no photo
     (entry,) = added_entries(site)
     assert (entry.actor, entry.purpose, entry.subject, entry.outcome) == ("desk-1", "payment", pseudonym, "ok")
     assert entry.bucket is not None and entry.bucket.startswith("fmr")
-    assert entry.detail == {"model": FACENET_MODEL_ID, "from": "verify",
+    assert entry.detail == {"model": NEW, "from": "verify",
                             "consent": site.consents("003")[-1].id}  # ids and words only, never a template
     again = site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=OPERATOR)
     assert again.decision.mode == "accurate" and again.note is None and again.decision.match
     assert again.templates_added == () and len(added_entries(site)) == 1
-    assert site.gallery.templates(pseudonym, FACENET_MODEL_ID).shape == (1, 512)  # no duplicate
+    assert site.gallery.templates(pseudonym, NEW).shape == (1, DIM)  # no duplicate
 
 
 def test_identify_adds_it_too_and_a_device_is_told_nothing_new(site: Service) -> None:
@@ -97,11 +99,11 @@ def test_identify_adds_it_too_and_a_device_is_told_nothing_new(site: Service) ->
     found = site.identify(london("004", "smiling"), purpose="payment", actor=DEVICE)
     assert found.match is not None and found.match.subject_id == "004"
     assert found.templates_added == () and "templates_added" not in found.to_dict()
-    assert models(site, "004") == {DLIB, FACENET_MODEL_ID}
+    assert models(site, "004") == {DLIB, NEW}
     assert [e.detail["from"] for e in added_entries(site)] == ["identify"]
     site.grant_consent("003", "payment", ALLOWS)
     told = site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=DEVICE)
-    assert models(site, "003") == {DLIB, FACENET_MODEL_ID} and told.templates_added == ()
+    assert models(site, "003") == {DLIB, NEW} and told.templates_added == ()
     assert set(told.to_dict()) == {"against", "match", "mode", "target_fmr", "calibration", "calibration_note", "note"}
 
 
@@ -113,8 +115,7 @@ def test_a_match_looser_than_the_strict_fmr_adds_nothing(site: Service) -> None:
     assert result.decision.match and result.templates_added == ()
     assert models(site, "013") == {DLIB} and added_entries(site) == []
     site.settings.purposes["access-control"].template_update_fmr = 1e-4  # the same match, at a looser setting
-    assert site.verify(london("013", "smiling"), subject_id="013", purpose="access-control").templates_added == (
-        FACENET_MODEL_ID,)
+    assert site.verify(london("013", "smiling"), subject_id="013", purpose="access-control").templates_added == (NEW,)
 
 
 def test_an_impostor_never_adds_a_template(site: Service) -> None:
@@ -175,13 +176,13 @@ def test_erasure_destroys_the_added_template(site: Service) -> None:
     site.verify(london("003", "smiling"), subject_id="003", purpose="payment")
     db = sqlite3.connect(site.settings.gallery_path)
     (tid, blob), = db.execute("SELECT id, sealed FROM templates WHERE pseudonym = ? AND model_id = ?",
-                              (pseudonym, FACENET_MODEL_ID)).fetchall()
+                              (pseudonym, NEW)).fetchall()
     (wrapped,), = sqlite3.connect(site.settings.key_dir / "keystore.db").execute(
         "SELECT wrapped FROM subject_keys WHERE pseudonym = ?", (pseudonym,)).fetchall()
     dek = site.gallery.keystore.get(pseudonym)
     assert dek is not None
-    aad = f"template|{tid}|{pseudonym}|{FACENET_MODEL_ID}".encode()
-    assert vector_from_bytes(open_sealed(dek, blob, aad)).shape == (512,)  # sealed under the subject key
+    aad = f"template|{tid}|{pseudonym}|{NEW}".encode()
+    assert vector_from_bytes(open_sealed(dek, blob, aad)).shape == (DIM,)  # sealed under the subject key
 
     site.delete("003")
 
@@ -204,18 +205,16 @@ def test_the_coverage_report_shows_who_lacks_the_new_template_before_and_after(s
     assert payment["purpose"] == "payment" and payment["template_update"] == "on-match" and payment["subjects"] == 2
     by_model = {m["model_id"]: m for m in payment["models"]}
     assert by_model[DLIB] == {"model_id": DLIB, "have": 2, "lack": 0, "update_allowed": 0, "lacking": []}
-    assert by_model[FACENET_MODEL_ID] == {"model_id": FACENET_MODEL_ID, "have": 0, "lack": 2, "update_allowed": 1,
-                                          "lacking": ["003", "004"]}
+    assert by_model[NEW] == {"model_id": NEW, "have": 0, "lack": 2, "update_allowed": 1, "lacking": ["003", "004"]}
 
     site.verify(london("003", "smiling"), subject_id="003", purpose="payment")
 
     after = {m["model_id"]: m for m in site.template_coverage("payment").purposes[0].to_dict()["models"]}
-    assert after[FACENET_MODEL_ID] == {"model_id": FACENET_MODEL_ID, "have": 1, "lack": 1, "update_allowed": 0,
-                                       "lacking": ["004"]}
+    assert after[NEW] == {"model_id": NEW, "have": 1, "lack": 1, "update_allowed": 0, "lacking": ["004"]}
     everyone = site.template_coverage()
     assert [p.purpose for p in everyone.purposes] == sorted(site.settings.purposes)
     access = next(p for p in everyone.purposes if p.purpose == "access-control")
-    assert {m.model_id: m.lack for m in access.models} == {DLIB: 0, FACENET_MODEL_ID: 3}
+    assert {m.model_id: m.lack for m in access.models} == {DLIB: 0, NEW: 3}
     assert site.template_coverage("payment", limit=0).purposes[0].models[1].lacking == ()
 
 
@@ -279,10 +278,10 @@ def test_a_gallery_file_from_before_the_field_is_upgraded_and_its_consents_allow
 def test_the_gallery_adds_one_side_template_per_model_and_no_second(site: Service) -> None:
     """The check and the insert share the write transaction: a second add of the same model is refused."""
     pseudonym = site.gallery.resolve("003")
-    vec = site.engine.describe([london("003")], enrollment=True, accurate=True)[0].side[FACENET_MODEL_ID]
-    assert site.gallery.add_side_template(pseudonym, FACENET_MODEL_ID, vec)
-    assert not site.gallery.add_side_template(pseudonym, FACENET_MODEL_ID, vec)
-    assert site.gallery.templates(pseudonym, FACENET_MODEL_ID).shape == (1, 512)
+    vec = site.engine.describe([london("003")], enrollment=True, accurate=True)[0].side[NEW]
+    assert site.gallery.add_side_template(pseudonym, NEW, vec)
+    assert not site.gallery.add_side_template(pseudonym, NEW, vec)
+    assert site.gallery.templates(pseudonym, NEW).shape == (1, DIM)
 
 
 def test_the_consent_is_checked_again_in_the_transaction_that_adds(site: Service,
@@ -307,6 +306,6 @@ def test_a_search_shares_the_strict_fmr_among_the_people_searched(site: Service)
     assert found.match is not None and found.match.subject_id == "003" and found.searched_subjects == 3
     assert found.templates_added == () and models(site, "003") == {DLIB}
     site.settings.purposes["payment"].beyond_table = "extrapolate"
-    assert site.identify(london("003", "smiling"), purpose="payment").templates_added == (FACENET_MODEL_ID,)
+    assert site.identify(london("003", "smiling"), purpose="payment").templates_added == (NEW,)
     (entry,) = added_entries(site)
     assert entry.detail["from"] == "identify"

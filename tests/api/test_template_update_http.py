@@ -14,11 +14,13 @@ from facekeeper.api.app import ServerSettings
 from facekeeper.api.runner import ThreadRunner
 from facekeeper.api.server import BackgroundServer
 from facekeeper.client import Client
+from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine
 from facekeeper.errors import Forbidden
-from facekeeper.fusion import FACENET_MODEL_ID
 from tests.api import workload
 from tests.api.conftest import PURPOSE, Root, make_root
+
+NEW = EngineSettings().side_models[0]  # accurate mode's new model
 
 
 @pytest.fixture
@@ -33,9 +35,9 @@ def live(tmp_path: Path, licensed: None, engine: Engine) -> Iterator[tuple[Root,
         yield root, server.url
 
 
-def facenet(report: schemas.TemplateCoverage) -> schemas.ModelCoverageOut:
+def new_model(report: schemas.TemplateCoverage) -> schemas.ModelCoverageOut:
     (purpose,) = report.purposes
-    return next(m for m in purpose.models if m.model_id == FACENET_MODEL_ID)
+    return next(m for m in purpose.models if m.model_id == NEW)
 
 
 def test_the_sdk_records_the_permission_shows_the_added_template_and_reports_coverage(
@@ -49,19 +51,19 @@ def test_the_sdk_records_the_permission_shows_the_added_template_and_reports_cov
         assert allowed.template_updates and not silent.template_updates
         for person in ("u-003", "u-004"):
             op.enroll([workload.photo(person[2:])], person, purpose=PURPOSE)
-        before = facenet(admin.template_coverage(PURPOSE))
+        before = new_model(admin.template_coverage(PURPOSE))
         assert (before.have, before.lack, before.update_allowed, before.lacking) == (0, 2, 1, ["u-003", "u-004"])
         hidden = auditor.template_coverage(PURPOSE)
-        assert hidden.identified_by == "pseudonym" and not {"u-003", "u-004"} & set(facenet(hidden).lacking)
+        assert hidden.identified_by == "pseudonym" and not {"u-003", "u-004"} & set(new_model(hidden).lacking)
 
         told = gate.verify(workload.photo("004", "smiling"), subject_id="u-004")  # no permission: nothing
         assert isinstance(told, schemas.DeviceVerified) and told.match
         seen = op.verify(workload.photo("003", "smiling"), subject_id="u-003", purpose=PURPOSE)
-        assert isinstance(seen, schemas.Verified) and seen.match and seen.templates_added == [FACENET_MODEL_ID]
+        assert isinstance(seen, schemas.Verified) and seen.match and seen.templates_added == [NEW]
         again = op.identify(workload.photo("003", "smiling"), purpose=PURPOSE)
         assert isinstance(again, schemas.Identified) and again.templates_added == []
 
-        after = facenet(admin.template_coverage(PURPOSE, limit=5))
+        after = new_model(admin.template_coverage(PURPOSE, limit=5))
         assert (after.have, after.lack, after.update_allowed, after.lacking) == (1, 1, 0, ["u-004"])
         assert [c.template_updates for c in op.consents("u-003")] == [True]
         with pytest.raises(Forbidden):

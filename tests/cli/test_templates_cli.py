@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from facekeeper import config
-from facekeeper.fusion import FACENET_MODEL_ID
+from facekeeper.config import EngineSettings
 from tests.cli.test_cli import fk, fkj, home  # noqa: F401  (the fixture)
 from tests.conftest import london
 from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
+NEW = EngineSettings().side_models[0]  # accurate mode's new model
 
 
-def facenet(report: dict) -> dict:  # type: ignore[type-arg]
+def new_model(report: dict) -> dict:  # type: ignore[type-arg]
     (purpose,) = report["purposes"]
-    return next(m for m in purpose["models"] if m["model_id"] == FACENET_MODEL_ID)
+    return next(m for m in purpose["models"] if m["model_id"] == NEW)
 
 
 def test_a_consented_match_adds_the_template_and_the_coverage_report_shows_it(home: Path) -> None:  # noqa: F811
@@ -32,16 +33,15 @@ def test_a_consented_match_adds_the_template_and_the_coverage_report_shows_it(ho
 
     code, before = fkj(home, "templates", "coverage", "--purpose", "access-control")
     assert code == 0 and before["identified_by"] == "subject_id"
-    assert facenet(before) == {"model_id": FACENET_MODEL_ID, "have": 0, "lack": 1, "update_allowed": 1,
-                               "lacking": ["003"]}
+    assert new_model(before) == {"model_id": NEW, "have": 0, "lack": 1, "update_allowed": 1, "lacking": ["003"]}
     code, seen = fkj(home, "--role", "auditor", "templates", "coverage", "--purpose", "access-control")
     assert code == 0 and seen["identified_by"] == "pseudonym"
-    assert [p.startswith("s_") for p in facenet(seen)["lacking"]] == [True]  # a pseudonym, not the subject id
+    assert [p.startswith("s_") for p in new_model(seen)["lacking"]] == [True]  # a pseudonym, not the subject id
 
     code, out = fk(home, "verify", str(london("003", "smiling")), "--subject", "003", "--purpose", "access-control")
-    assert code == 0 and "MATCH" in out and f"template of {FACENET_MODEL_ID} added" in out
+    assert code == 0 and "MATCH" in out and f"template of {NEW} added" in out
     code, after = fkj(home, "templates", "coverage", "--purpose", "access-control")
-    assert facenet(after)["lack"] == 0 and facenet(after)["lacking"] == []
+    assert new_model(after)["lack"] == 0 and new_model(after)["lacking"] == []
 
     code, out = fk(home, "--role", "device", "templates", "coverage")
     assert code != 0 and "forbidden" in out
