@@ -3,12 +3,19 @@ model, audited in its transaction, refused without the consent's permission, shr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from facekeeper.errors import ConsentRequired
+from facekeeper.config import Settings
+from facekeeper.db import migrate
+from facekeeper.errors import ConsentRequired, GalleryError
 from facekeeper.fusion import FACENET_MODEL_ID
-from tests.privacy.conftest import ADMIN, Site, people
+from facekeeper.gallery.gallery import Gallery
+from facekeeper.gallery.keys import DeploymentKey, write_key_file
+from facekeeper.privacy import Privacy
+from tests.privacy.conftest import ADMIN, Clock, Site, fill_notice, people
 
 
 def unit(seed: int) -> np.ndarray:
@@ -42,3 +49,27 @@ def test_without_the_consents_permission_nothing_is_stored(site: Site) -> None:
         add(site, pseudonym)
     assert site.gallery.templates(pseudonym, FACENET_MODEL_ID).shape == (0, 512)
     assert [e for e in site.privacy.audit.entries() if e.action == "template.add"] == []
+
+
+def test_a_postgres_database_before_migration_0002_is_told_to_migrate_then_records_the_field(tmp_path: Path,
+                                                                                             pg_url: str) -> None:
+    migrate.upgrade(pg_url, "0001")
+    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys")
+    settings.data_dir.mkdir()
+    settings.gallery.backend, settings.gallery.url = "postgres", pg_url
+    fill_notice(settings)
+    key = DeploymentKey.generate()
+    write_key_file(settings.key_path, key)
+    settings.save()
+    gallery = Gallery.create(settings, key)
+    try:
+        with pytest.raises(GalleryError, match="facekeeper db migrate"):
+            Privacy(settings, key, gallery, Clock())
+        migrate.upgrade(pg_url)
+        privacy = Privacy(settings, key, gallery, Clock())
+        consent = privacy.grant(ADMIN, "p0000", "access-control", method="paper", evidence="form 1",
+                                template_updates=True)
+        assert privacy.ledger.get(consent.id).template_updates
+        privacy.close()
+    finally:
+        gallery.close()
