@@ -13,7 +13,7 @@ from PIL import Image
 
 from facekeeper import config
 from facekeeper.config import EngineSettings, Settings
-from facekeeper.errors import ConfigError, Forbidden
+from facekeeper.errors import ConfigError, Forbidden, LivenessRequired
 from facekeeper.fusion import SIDE_MODELS
 from facekeeper.gallery.protect import SealError, open_sealed, vector_from_bytes
 from facekeeper.privacy import Actor, ConsentForm
@@ -309,3 +309,12 @@ def test_a_search_shares_the_strict_fmr_among_the_people_searched(site: Service)
     assert site.identify(london("003", "smiling"), purpose="payment").templates_added == (NEW,)
     (entry,) = added_entries(site)
     assert entry.detail["from"] == "identify"
+
+
+def test_a_purpose_that_needs_liveness_adds_nothing_without_a_live_session(site: Service) -> None:
+    on_match(site)
+    site.settings.purposes["payment"].liveness = "active"
+    site.grant_consent("003", "payment", ALLOWS)
+    with pytest.raises(LivenessRequired):
+        site.verify(london("003", "smiling"), subject_id="003", purpose="payment", actor=DEVICE)
+    assert models(site, "003") == {DLIB} and added_entries(site) == []
