@@ -116,3 +116,15 @@ def test_a_one_time_login_from_the_cli_signs_in_once_and_asks_for_a_password(lay
     assert client.post(path, follow_redirects=False).status_code == 401
     created = [e for e in entries(layout) if e.action == "keys.manage"]
     assert created[-1].outcome == "created"
+
+
+def test_the_enrolment_desk_records_whether_the_person_allows_template_updates(client: TestClient,
+                                                                               layout: Layout) -> None:
+    csrf = sign_in(client, "olga")
+    enrol(client, csrf, "001", template_updates="on")
+    enrol(client, csrf, "002")
+    with Service.open(layout.data_dir("acme")) as svc:
+        allowed = {c.pseudonym: c.template_updates for c in svc.privacy.ledger.open_consents()}
+        assert sorted(allowed[svc.privacy.registry.resolve(s)] for s in ("001", "002")) == [False, True]
+    page = client.get("/console/acme/subject", params={"id": "001"}).text
+    assert "Template updates</th>" in page and "<td>allowed</td>" in page

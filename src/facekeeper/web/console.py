@@ -257,7 +257,8 @@ def _consent_form(form: FormData) -> ConsentForm:
             raise InvalidInput("a minor's consent needs the guardian's relationship and the reference of their"
                                " signed form")
         guardian = Guardian(relationship, reference, str(form.get("guardian_name", "")).strip() or None)
-    return ConsentForm(method, evidence, minor=minor, guardian=guardian)
+    return ConsentForm(method, evidence, minor=minor, guardian=guardian,
+                       template_updates=form.get("template_updates") == "on")
 
 
 def credential_kind(form: FormData) -> str:
