@@ -242,7 +242,7 @@ def main() -> None:
 
     sets = {"faces94": raw["faces94"], "London": raw["london"]}
     gates = {{"faces94": "faces94", "london": "London"}[n]: d for n, d in gate.items()}
-    print("\n## Tables: strictest of faces94, London, London's groups and both gate conditions\n")
+    print("\n## Tables: strictest of faces94, London, the London groups and both gate conditions\n")
     shipped: dict[str, Strictest] = {}
     for variant, models in VARIANTS.items():
         if len(models) == 1:
@@ -256,8 +256,8 @@ def main() -> None:
             pops |= {f"{k} (HOG)": v for k, v in populations(sets, gates, groups, ("dlib_hog",), norm).items()}
         detectors = "YuNet and HOG detection" if models == ("dlib_yunet",) else "YuNet detection"
         source = ("strictest per FMR of faces94 (University of Essex, 152 people), London (Face Research Lab, 102"
-                  f" people), London's groups and both as gate probes (28 px between the eyes, JPEG 50); {detectors};"
-                  " bench/sface.py")
+                  " people), the London groups and both sets as gate probes (28 px between the eyes, JPEG 50);"
+                  f" {detectors}; bench/sface.py")
         st = strictest_table(model_id, source, pops, subgroups=subgroups(pops))
         shipped[variant] = st
         describe(st)

@@ -163,7 +163,7 @@ def test_accurate_mode_is_calibrated_on_fused_scores_and_decides_with_the_adopte
     from facekeeper.bundle.manifest import default_calibration_path, read_fusion
     from facekeeper.federation.histogram import Layout
     from facekeeper.federation.join import Federation
-    from facekeeper.fusion import FACENET_MODEL_ID
+    from facekeeper.fusion import SIDE_MODELS
     from tests.federation.sites import FORM, IMPROVE
 
     rng = np.random.default_rng(9)
@@ -172,15 +172,16 @@ def test_accurate_mode_is_calibrated_on_fused_scores_and_decides_with_the_adopte
         fusion = svc.bundle.fusion or read_fusion(default_calibration_path())  # signed once the vendor re-signs
         svc.bundle = dataclasses.replace(svc.bundle, fusion=fusion)
         svc._calibration = None
+        (side_model,) = fusion.side_models
         for i, dlib in enumerate(synthetic_people(rng, 60, 6)):
-            centre = rng.normal(0.0, 1.0, 512)
-            facenet = centre / np.linalg.norm(centre) + rng.normal(0.0, 0.02, (6, 512))
-            facenet /= np.linalg.norm(facenet, axis=1, keepdims=True)
+            centre = rng.normal(0.0, 1.0, SIDE_MODELS[side_model])
+            side = centre / np.linalg.norm(centre) + rng.normal(0.0, 0.02, (6, SIDE_MODELS[side_model]))
+            side /= np.linalg.norm(side, axis=1, keepdims=True)
             sid = f"acc{i:03d}"
             for purpose in ("payment", IMPROVE):
                 svc.grant_consent(sid, purpose, FORM)
             svc.gallery.enroll(sid, dlib, engine.model_id, pseudonym=svc.privacy.registry.find(sid),
-                               side={FACENET_MODEL_ID: facenet})
+                               side={side_model: side})
         m = svc.calibration.measure(ADMIN, "accurate", (1e-2, 1e-3), PairPlan(30, 20, 15))
         assert m.table_key == svc.fusion.table.model_id and [p.fmr for p in m.points] == [1e-2, 1e-3]
         fast = svc.calibration.measure(ADMIN, "fast", (1e-2,), PairPlan(30, 20, 15))

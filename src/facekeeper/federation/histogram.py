@@ -151,8 +151,9 @@ PROTOCOL: dict[str, tuple[str, Bins]] = {
     # dlib distances: impostors below 0.2 do not occur and thresholds lie far above it, so the bins start
     # there (fewer bins below a threshold, less summed noise); width 0.005 as everywhere
     "fast": ("dlib-resnet-v1", Bins(0.2, 1.2, 200)),
-    # accurate mode's fused score (sum of two z-scores, lower = more alike): its thresholds lie near -9..-4
-    "accurate": ("fusion-dlib-resnet-v1+facenet-20180408-102900", Bins(-12.0, 4.0, 400)),
+    # accurate mode's fused score (dlib + SFace since bundle 1.3.0, sum of two z-scores, lower = more alike):
+    # its thresholds lie near -9..-4
+    "accurate": ("fusion-dlib-resnet-v1+sface-2021dec-int8bq", Bins(-12.0, 4.0, 400)),
 }
 
 

@@ -1,5 +1,5 @@
 {
   "algorithm": "ed25519",
   "key_id": "1f7300a34c24876b",
-  "signature": "7IzF6thhi2Baqlou04oGbTI5gr1gKZHWItoBAQ6MpHX7nHQkLw9OwdUIOBR7V3q/Ykaads7dL3wg8mhjvfFpAg=="
+  "signature": "/bsmhOt08xLNx7EtKX5Szj2peP7mJDgOUc9sR4B7qVhs5iOcvXvMQbnRRv3bTFOsRDqZb/eA+WC/Fe05AnK6AQ=="
 }
