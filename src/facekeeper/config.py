@@ -217,7 +217,7 @@ class PurposeSettings:
     operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
     verify_fmr: float = 0.0  # 0: use [match] verify_fmr; e.g. 1e-5 for payment
     # "fast": dlib alone; "accurate": dlib + [engine] side_models fused (fewer false non-matches at the same
-    # FMR, ~25 ms more per face with SFace, and a second template per photo). Enrollment for an accurate
+    # FMR, ~20 ms more per face with SFace, and a second template per photo). Enrollment for an accurate
     # purpose stores both.
     mode: str = "fast"
     face_only: bool = False  # always refused at start-up: every purpose must accept a non-face credential
