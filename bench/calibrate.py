@@ -6,8 +6,9 @@ Every pair of photos of different people is an impostor comparison; the threshol
 distance below which that fraction of impostor pairs falls (``facekeeper.evaluation``, the same code as
 ``facekeeper eval``), down to the lowest FMR the pairs support; below it the impostor tail's fit
 (``facekeeper.tail``) is recorded in the table and its extrapolated thresholds are printed with their 95%
-intervals. After ``--write`` the signed bundle no longer matches and
-facekeeper refuses to start until the vendor re-signs it: ``facekeeper-vendor bundle sign --key ...``.
+intervals. ``--write`` replaces this model's table in it (the others and the fusion stay). Bundle 1.3.0's tables
+come from bench/sface.py instead (the strictest of every population). After ``--write`` the signed bundle no
+longer matches and facekeeper refuses to start until the vendor re-signs it: ``facekeeper-vendor bundle sign``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def main() -> None:
             assert th.interval is not None
             fnmr = float((run.genuine > th.interval[0]).mean())
             print(f"| 1e-{exponent} | {th.value:.4f} | {th.interval[0]:.4f}-{th.interval[1]:.4f} | {fnmr:.4f} |")
-    if args.write:
-        TABLE.write_text(json.dumps({"tables": [table.to_dict()]}, indent=2) + "\n")
+    if args.write:  # replaces this model's table only: the other tables and the fusion stay as signed
+        raw = json.loads(TABLE.read_text())
+        raw["tables"] = [t for t in raw["tables"] if t["model_id"] != table.model_id] + [table.to_dict()]
+        TABLE.write_text(json.dumps(raw, indent=2) + "\n")
         print(f"wrote {TABLE}; now re-sign the bundle: facekeeper-vendor bundle sign --key <vendor private key>",
               file=sys.stderr)
 
