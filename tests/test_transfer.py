@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from facekeeper.bundle.manifest import default_calibration_path
 from facekeeper.evaluation import MIN_FALSE_MATCHES, operating_point
+from facekeeper.fusion import DLIB_MODEL_ID, FACENET_MODEL_ID, SFACE_MODEL_ID, FusionCalibration, fusion_model_id
+from facekeeper.matching import CalibrationTable
 from facekeeper.tail import fit_tail
 from facekeeper.transfer import population_thresholds, strictest_table
 
@@ -82,3 +87,14 @@ def test_a_point_is_never_looser_than_the_point_above_it() -> None:
     assert values == sorted(values)
     by_fmr = {row.fmr: row for row in st.chosen}
     assert by_fmr[1e-5].how == "as at 0.0001" and by_fmr[1e-5].population == "small"
+
+
+def test_every_shipped_table_has_a_tail_fit_and_never_loosens_as_the_fmr_falls() -> None:
+    raw = json.loads(default_calibration_path().read_text())
+    tables = [CalibrationTable.from_dict(t) for t in raw["tables"]] + [FusionCalibration.from_dict(raw["fusion"]).table]
+    assert {t.model_id for t in tables} >= {DLIB_MODEL_ID, SFACE_MODEL_ID, FACENET_MODEL_ID,
+                                            fusion_model_id(SFACE_MODEL_ID)}
+    for table in tables:
+        values = [v for _, v in table.points]
+        assert table.tail is not None and values == sorted(values), table.model_id
+        assert table.threshold(1e-7).value <= values[0]
