@@ -1,12 +1,11 @@
 """Accurate mode's numbers: detector/crop variants, fusion vs dlib, the calibration, per-group FMR.
 
 Usage: python bench/fusion.py FACES94.npz LONDON.npz [--groups info.csv] [--variant fn_hogw] [--centre]
-       [--write]
 
 Input: the outputs of bench/fusion_embed.py. faces94 (the calibration set) gives the z-normalisation
 statistics, the FaceNet reference mean and the FMR -> threshold tables; London is held out and only
-evaluated. ``--write`` stores the FaceNet table and the fusion calibration in data/calibration.json (the
-dlib table is kept as it is); the vendor must then re-sign the bundle. Every comparison uses the photos where
+evaluated. It measured bundles 1.0-1.2's dlib + FaceNet fusion; bundle 1.3.0's tables and fusion (dlib + SFace)
+come from bench/sface.py, so this script no longer writes data/calibration.json. Every comparison uses the photos where
 HOG and the variant's detector both found a face, so fast and accurate are compared on the same pairs.
 FNMR intervals are 95% Wilson intervals over genuine pairs (pairs share photos, so they are optimistic).
 """
@@ -111,14 +110,6 @@ def fit(data: dict[str, np.ndarray], variant: str, use_centre: bool) -> FusionCa
     return FusionCalibration(stats[0], stats[1], centre, table)
 
 
-def facenet_table(data: dict[str, np.ndarray], variant: str) -> CalibrationTable:
-    mask = valid(data, variant)
-    labels = data["labels"][mask]
-    gen, imp = pair_distances(data[variant][mask], labels)
-    source = f"faces94: {len(set(labels))} people, {int(mask.sum())} photos, {VARIANTS[variant]}; bench/fusion.py"
-    return evaluation.calibration_table(FACENET_MODEL_ID, source, gen, imp)
-
-
 def shipped_fast(table: dict[str, object]) -> CalibrationTable:
     for entry in table["tables"]:  # type: ignore[attr-defined]
         if entry["model_id"] == DLIB_MODEL_ID:
@@ -162,7 +153,6 @@ def main() -> None:
     ap.add_argument("--variant", default="fn_hogw", choices=sorted(VARIANTS))
     ap.add_argument("--centre", action="store_true", help="centre FaceNet on the faces94 mean")
     ap.add_argument("--compare", action="store_true", help="FaceNet alone for every crop variant first")
-    ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     f94, lon = load(args.faces94), load(args.london)
     if args.compare:
@@ -184,11 +174,6 @@ def main() -> None:
     current = json.loads(TABLE.read_text())
     if args.groups:
         per_group(lon, args.variant, evaluation.read_groups(args.groups), shipped_fast(current), fusion)
-    if args.write:
-        tables = [t for t in current["tables"] if t["model_id"] == DLIB_MODEL_ID]
-        tables.append(facenet_table(f94, args.variant).to_dict())
-        TABLE.write_text(json.dumps({"tables": tables, "fusion": fusion.to_dict()}, indent=2) + "\n")
-        print(f"\nwrote {TABLE}: re-sign the bundle (facekeeper-vendor bundle sign --key ...)")
 
 
 if __name__ == "__main__":
