@@ -479,9 +479,14 @@ class Service:
         jobs = [(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
                 for person in people]
         listed = min(workers or pipeline.default_workers(self.engine.settings), sum(len(f) for _, f in jobs))
-        # the workers start (models loaded, no photo) while consent is checked and this process loads what
-        # storing needs: their start-up is most of a small folder's time
+        # the workers start (models loaded, no photo) while consent is checked, and a thread makes what storing
+        # needs (the embedder's id, the rotation templates are sealed with): start-up is most of a small
+        # folder's time, and consent's writes mostly wait for the disk
+        storing = threading.Thread(target=lambda: self.gallery.transform(
+            self.engine.model_id, embedder_class(self.engine.settings).dim), name="facekeeper-storing")
+        storing.start()
         with contextlib.ExitStack() as stack:
+            stack.callback(storing.join)
             pool = (stack.enter_context(pipeline.WorkerPool(self.engine, listed, embed=True))
                     if listed > 1 and not cluster else None)
             return self._enroll_listed(jobs, progress, workers, pool, purpose, actor, consent, cluster)
@@ -492,8 +497,6 @@ class Service:
         summary = BulkSummary()
         jobs, accurate = self._consented_jobs(jobs, purpose, actor, consent, summary)
         self._require("enroll", new_subjects=sum(1 for s, files in jobs if files and self.gallery.find(s) is None))
-        # made now, while the workers start: the rotation templates are sealed with, and the embedder's id
-        self.gallery.transform(self.engine.model_id, embedder_class(self.engine.settings).dim)
         total = sum(len(files) for _, files in jobs)
         owner = {f: subject_id for subject_id, files in jobs for f in files}
         made: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}  # descriptors the workers made
