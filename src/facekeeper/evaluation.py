@@ -504,7 +504,7 @@ def shipped_rates(table: CalibrationTable, genuine: np.ndarray,
 
 
 def measure(data: Path, *, images: Path | None = None, groups: Path | None = None, dataset: str | None = None,
-            detector: str = "hog", quick_face: float | None = None, backend: str | None = None,
+            detector: str | None = None, quick_face: float | None = None, backend: str | None = None,
             modes: str = "both", progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """``facekeeper eval``'s measurement: a folder of people or a pairs file, with the shipped models and
     tables (interfaces call this; they never build an engine themselves)."""
@@ -513,7 +513,7 @@ def measure(data: Path, *, images: Path | None = None, groups: Path | None = Non
     from facekeeper.config import EngineSettings
 
     bundle = load_trusted_bundle()
-    settings = EngineSettings(detector=detector)
+    settings = EngineSettings() if detector is None else EngineSettings(detector=detector)  # default: the product's
     if quick_face is not None:
         if not 0 <= quick_face <= 1:
             raise InvalidInput("--quick-face is a fraction of the shorter side, between 0 and 1")
@@ -540,7 +540,7 @@ def measure(data: Path, *, images: Path | None = None, groups: Path | None = Non
     ev.command = " ".join(["facekeeper", f"--backend {settings.backend}", "eval", str(data),
                            *([f"--images {images}"] if images else []),
                            *([f"--groups {groups}"] if groups else []),
-                           *([f"--detector {detector}"] if detector != "hog" else []),
+                           *([f"--detector {detector}"] if detector is not None else []),
                            *([f"--quick-face {quick_face}"] if quick_face is not None else []),
                            *(["--modes fast"] if modes == "fast" else [])])
     return ev

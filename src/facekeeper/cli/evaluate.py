@@ -26,7 +26,8 @@ def run(
     groups: Annotated[Path | None, typer.Option(help="CSV of attributes per person (first column = folder "
                                                      "name), for a per-group breakdown.")] = None,
     name: Annotated[str | None, typer.Option(help="How the report names the data [folder or file name].")] = None,
-    detector: Annotated[str, typer.Option(help="hog or cnn.")] = "hog",
+    detector: Annotated[str | None, typer.Option(help="yunet, hog or cnn [the engine's default: yunet, as the"
+                                                     " product detects].")] = None,
     quick_face: Annotated[float | None, typer.Option(help="Quick detection pass for faces of at least this "
                                                           "fraction of the shorter side; 0 = thorough only "
                                                           "[engine default].")] = None,
