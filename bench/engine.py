@@ -10,13 +10,16 @@ Measured:
 1. enroll throughput (decode -> template), images/s, with 2 processes and with 1, on ../shared/faces
    people/ (1-2 Mpx), london/ (600 px) and a sample of calibration/faces94/ (180x200); faces found by
    each, the files where they differ, and the distance between the two libraries' descriptors of a photo;
-   where a target is missed, a few (detect_max_side, upsample) settings show which matches the peer; and
-   the whole ``enroll-dir`` (``Service.enroll_dir`` in a fresh process, start-up, consent, sealing, storage
-   and audit included) against the peer's pool timed from its processes' start;
-2. verify latency (image vs image, image vs enrolled subject through ``Service.verify``);
-3. identify latency and recall of ``VectorIndex`` on 1k..1M synthetic dlib-like templates, the full
-   ``Gallery``/``Service`` path at 10k, bytes per stored template;
-4. start-up: building, saving and loading a sealed 1M-template index snapshot.
+   where a target is missed, a few (detect_max_side, upsample) settings show which matches the peer;
+2. the whole ``enroll-dir`` (``Service.enroll_dir`` in a fresh process, start-up, consent, sealing, storage
+   and audit included) on all of london/ and faces94/ against the peer's pool timed from its processes'
+   start, in ``--rounds`` rounds that alternate which goes first (the median ratio), with the faces each
+   found; and where its time goes (``steps``: one worker's steps, the main process's);
+3. verify latency (image vs image, image vs enrolled subject through ``Service.verify``);
+4. identify latency and recall of ``VectorIndex`` on 1k..1M synthetic dlib-like templates, the full
+   ``Gallery``/``Service`` path at 10k (``Service.identify_descriptor`` is sent real descriptors, the
+   London photos', since the probe screen refuses synthetic ones), bytes per stored template;
+5. start-up: building, saving and loading a sealed 1M-template index snapshot.
 
 The deployments the benchmark creates are licensed the way the tests license theirs (a throwaway vendor
 key, ``facekeeper.publisher.testing``), get a privacy notice, and record a consent for every subject, so
