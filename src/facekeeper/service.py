@@ -540,18 +540,19 @@ class Service:
             accurate = self._accurate(op)
             op.audited = True  # each person's enrollment is audited on its own
         kept = []
-        for subject_id, files in jobs:
-            if not files:
-                continue
-            try:
-                if consent is not None:
-                    self.grant_consent(subject_id, policy_purpose, consent, actor=actor)
-                self.privacy.ledger.require_live(self.privacy.registry.find(subject_id), policy_purpose,
-                                                 self.clock())
-            except FacekeeperError as exc:
-                summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
-                continue
-            kept.append((subject_id, files))
+        with self.privacy.audit.anchoring_once():  # each consent its own transaction and entry, one anchor
+            for subject_id, files in jobs:
+                if not files:
+                    continue
+                try:
+                    if consent is not None:
+                        self.grant_consent(subject_id, policy_purpose, consent, actor=actor)
+                    self.privacy.ledger.require_live(self.privacy.registry.find(subject_id), policy_purpose,
+                                                     self.clock())
+                except FacekeeperError as exc:
+                    summary.skipped.append((f"{subject_id}/", exc.code, exc.message))
+                    continue
+                kept.append((subject_id, files))
         return kept, accurate
 
     def _store_prepared(self, subjects: list[str], made: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]],

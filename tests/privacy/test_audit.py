@@ -268,3 +268,15 @@ def test_a_chain_written_before_head_records_is_adopted_once_its_anchor_vouches_
         assert "tag" in json.loads(again.privacy.audit.anchor_path.read_text())
     finally:
         again.close()
+
+
+def test_a_batch_that_fails_midway_still_anchors_the_entries_it_committed(site: Site) -> None:
+    audit = site.privacy.audit
+    before = audit._read_anchor()
+    with pytest.raises(RuntimeError), audit.anchoring_once():
+        site.consent("alice")
+        site.consent("bob")
+        assert audit._read_anchor() == before  # deferred: no anchor inside the batch
+        raise RuntimeError("the batch stops here")
+    assert audit._read_anchor() == audit.head()
+    assert audit.verify().ok

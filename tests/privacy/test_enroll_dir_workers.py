@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from facekeeper.engine import Engine, pipeline
 from facekeeper.service import Service
-from tests.conftest import london, ready
+from tests.conftest import FORM, london, ready
 from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("licensed")
@@ -73,3 +75,39 @@ def test_one_worker_starts_no_pool(site: Service, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(pipeline, "WorkerPool", refused)
     assert site.enroll_dir(tmp_path / "folder", workers=1).enrolled == {"001": 1}
+
+
+def test_consents_recorded_for_a_folder_are_anchored_once_with_every_entry_kept(
+        site: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "folder"
+    people = ("004", "005", "006")
+    for person in people:
+        (root / person).mkdir(parents=True)
+        shutil.copy(london(person), root / person / "a.jpg")
+    audit = site.privacy.audit
+    anchors: list[int] = []
+    replace = os.replace
+
+    def watched_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == audit.anchor_path:
+            anchors.append(json.loads(Path(src).read_text())["seq"])
+        replace(src, dst)
+
+    consented = Service._consented_jobs
+    during: list[int] = []
+
+    def watched_consent(self: Service, *args: Any) -> Any:
+        try:
+            return consented(self, *args)
+        finally:
+            during.extend(anchors)
+
+    monkeypatch.setattr(os, "replace", watched_replace)
+    monkeypatch.setattr(Service, "_consented_jobs", watched_consent)
+    summary = site.enroll_dir(root, workers=1, consent=FORM)
+    assert summary.enrolled == {p: 1 for p in people}
+    assert len(during) == 1  # one anchor for the three consents, not one each
+    grants = [e for e in audit.entries() if e.action == "consent.grant"]
+    assert len(grants) == len(people) + 2  # 001 and 003's, then one entry per person in the folder
+    assert during[0] == max(e.seq for e in grants)  # the anchor vouches for the last consent
+    assert audit.verify().ok
