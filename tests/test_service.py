@@ -166,3 +166,23 @@ def test_open_without_the_key_file_is_refused(site: Service) -> None:
     site.settings.key_path.unlink()
     with pytest.raises(DeploymentKeyError, match="no deployment key"):
         Service.open(site.settings.data_dir)
+
+
+def test_an_answer_from_a_photo_with_several_faces_says_so_to_staff_but_not_to_a_device(
+        deployment: Service) -> None:
+    from facekeeper.privacy import Actor
+    from tests.conftest import FORM
+
+    deployment.grant_consent("biden", None, FORM)
+    deployment.enroll([DATA / "people" / "joe_biden" / "1.jpg"], "biden")
+    both = DATA / "multi" / "obama_and_biden.jpg"  # Biden's is the largest of its 3 faces
+    verified = deployment.verify(both, subject_id="biden")
+    assert verified.decision.match and verified.faces_in_photo == 3 and verified.to_dict()["faces_in_photo"] == 3
+    identified = deployment.identify(both)
+    assert identified.match is not None and identified.match.subject_id == "biden"
+    assert identified.faces_in_photo == 3 and identified.to_dict()["faces_in_photo"] == 3
+    alone = deployment.verify(DATA / "people" / "joe_biden" / "1.jpg", subject_id="biden")
+    assert alone.faces_in_photo == 1
+    gate = Actor("gate-1", "device")
+    assert "faces_in_photo" not in deployment.verify(both, subject_id="biden", actor=gate).to_dict()
+    assert "faces_in_photo" not in deployment.identify(both, actor=gate).to_dict()

@@ -113,6 +113,7 @@ class Probe:
     dlib: np.ndarray
     side: dict[str, np.ndarray] = field(default_factory=dict)
     source: ImageSource | None = field(default=None, repr=False)
+    faces: int = 1  # faces found in the photo (the one ``face_choice`` picked was described)
 
 
 IDENTIFY_BEYOND = {  # no rates in these words: FPIR / per-comparison FMR would tell a device how many were searched
@@ -160,15 +161,19 @@ class VerifyResult:
     against: str  # "image" or "subject"
     note: str | None = None  # why the decision's mode is not the purpose's
     templates_added: tuple[str, ...] = ()  # models whose template this match added (admin/operator view only)
+    faces_in_photo: int = 1  # faces in the probe photo; more than one: ``face_choice`` picked (admin/operator)
 
     def view(self, role: str) -> VerifyResult:
         """What ``role`` is shown (``shown_to``); every result leaves the facade through this."""
-        added = self.templates_added if role in SCORE_ROLES else ()
-        return dataclasses.replace(self, decision=shown_to(role, self.decision), templates_added=added)
+        scores = role in SCORE_ROLES
+        return dataclasses.replace(self, decision=shown_to(role, self.decision),
+                                   templates_added=self.templates_added if scores else (),
+                                   faces_in_photo=self.faces_in_photo if scores else 1)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"against": self.against, **self.decision.to_dict(), "note": self.note}
-        return out if isinstance(self.decision, Verdict) else {**out, "templates_added": list(self.templates_added)}
+        return out if isinstance(self.decision, Verdict) else {**out, "templates_added": list(self.templates_added),
+                                                               "faces_in_photo": self.faces_in_photo}
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ class IdentifyResult:
     calibration: str = "measured"  # the deciding candidate's: measured, extrapolated or beyond (refused)
     calibration_note: str | None = None  # in words without numbers: a device must not learn how many were searched
     templates_added: tuple[str, ...] = ()  # models whose template the match added (admin/operator view only)
+    faces_in_photo: int = 1  # faces in the probe photo; more than one: ``face_choice`` picked (admin/operator)
 
     def view(self, role: str) -> IdentifyResult:
         """What ``role`` is shown; every result leaves the facade through this."""
@@ -223,7 +229,8 @@ class IdentifyResult:
         if not self.scores:
             return found
         return {**found, "searched_subjects": self.searched_subjects, "target_fmr": self.target_fmr,
-                "candidates": [c.to_dict() for c in self.candidates], "templates_added": list(self.templates_added)}
+                "candidates": [c.to_dict() for c in self.candidates], "templates_added": list(self.templates_added),
+                "faces_in_photo": self.faces_in_photo}
 
 
 @dataclass
@@ -599,12 +606,14 @@ class Service:
                     sides = [float(self.fusion.side_distances(m, probe_vec.side[m], ref.side[m][None])[0])
                              for m in self.fusion.side_models]
                     result = VerifyResult(self._fused(self.fusion, distance, sides, fmr), "image")
+                result = dataclasses.replace(result, faces_in_photo=probe_vec.faces)
                 return self._verified(op, None, result).view(op.actor.role)
             assert pseudonym is not None
             result = self._verified(op, pseudonym, self._against_subject(probe_vec, pseudonym, fmr, self._note(op)))
             assert isinstance(result.decision, Decision)
             added = self._update_templates(op, probe_vec, pseudonym, result.decision)
-            return dataclasses.replace(result, templates_added=added).view(op.actor.role)
+            result = dataclasses.replace(result, templates_added=added, faces_in_photo=probe_vec.faces)
+            return result.view(op.actor.role)
 
     @operation("verify", purpose="default")
     def verify_descriptor(self, descriptor: np.ndarray, subject_id: str, *, model_id: str | None = None,
@@ -864,7 +873,7 @@ class Service:
         added = () if match is None else self._update_templates(op, probe, match.pseudonym, match.decision, searched)
         return IdentifyResult(match, candidates, searched, fpir, fmr, mode, note, calibration=calibration,
                               calibration_note=IDENTIFY_BEYOND.get(calibration),
-                              templates_added=added).view(op.actor.role)
+                              templates_added=added, faces_in_photo=probe.faces).view(op.actor.role)
 
     def _update_templates(self, op: Operation, probe: Probe, pseudonym: str | None, decision: Decision | Verdict,
                           searched: int = 1) -> tuple[str, ...]:
@@ -1174,7 +1183,7 @@ class Service:
 
     def _probe(self, image: ImageSource, accurate: bool) -> Probe:
         (one,) = self.engine.describe([image], enrollment=False, accurate=accurate)
-        return Probe(one.dlib, one.side, image)
+        return Probe(one.dlib, one.side, image, one.face.faces_in_photo)
 
 
 class EngineCache:

@@ -170,6 +170,8 @@ class Verified(DecisionOut):
     note: str | None = None  # why the mode is not the purpose's (e.g. the subject has no FaceNet template)
     templates_added: list[str] = Field(default_factory=list, description="models whose template this match"
                                        " added from the photo ([purposes.NAME] template_update)")
+    faces_in_photo: int = Field(1, description="faces found in the probe photo; more than one: the one"
+                                " [engine] face_choice picks was used")
 
 
 class DeviceVerified(BaseModel):
@@ -207,6 +209,8 @@ class Identified(BaseModel):
     candidates: list[Candidate]
     templates_added: list[str] = Field(default_factory=list, description="models whose template the match added"
                                        " from the photo ([purposes.NAME] template_update)")
+    faces_in_photo: int = Field(1, description="faces found in the probe photo; more than one: the one"
+                                " [engine] face_choice picks was used")
 
 
 class DeviceMatch(BaseModel):

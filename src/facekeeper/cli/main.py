@@ -101,6 +101,12 @@ def emit(data: Any, human: Callable[[], None]) -> None:
         human()
 
 
+def several_faces(faces: int) -> str:
+    """The line a probe with several faces adds: which one was compared (``[engine] face_choice``)."""
+    return "" if faces <= 1 else (f"\n{faces} faces in the photo: the one [engine] face_choice picks was compared"
+                                  " (largest, or nearest the centre)")
+
+
 @contextmanager
 def handled() -> Iterator[None]:
     """Turn facekeeper errors into one line and a distinct exit code; never a traceback."""
@@ -253,7 +259,8 @@ def verify(
         f"{d.threshold:.3f} for FMR {d.target_fmr:g}); a stranger gets this close about {d.estimated_fmr:.2g} of"
         f" the time" + (f"\n{r.note}" if r.note else "")
         + (f"\n{d.calibration_note}" if d.calibration_note else "")
-        + "".join(f"\ntemplate of {m} added from this photo (template_update)" for m in r.templates_added)))
+        + "".join(f"\ntemplate of {m} added from this photo (template_update)" for m in r.templates_added)
+        + several_faces(r.faces_in_photo)))
 
 
 @app.command()
@@ -283,6 +290,8 @@ def identify(
             out.print(calibration_note)
         for model in r.templates_added:
             out.print(f"template of {model} added from this photo (template_update)")
+        if r.faces_in_photo > 1:
+            out.print(several_faces(r.faces_in_photo).strip())
         table = Table("subject", "distance", "threshold", "match")
         for c in r.candidates:
             table.add_row(c.subject_id, f"{c.decision.distance:.3f}", f"{c.decision.threshold:.3f}",
