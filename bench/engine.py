@@ -355,15 +355,23 @@ def enroll_dir_run(files: Sequence[Path], workers: int) -> tuple[float, dict[str
     return len(files) / out["seconds"], out
 
 
-def bench_enroll_dir(report: Report, backends: Backends, procs: int, rounds: int, sets: set[str]) -> None:
-    """The command a user runs, ``enroll-dir``, on the whole London and faces94 sets against the peer's pool
-    timed from its processes' start: ``rounds`` rounds alternating which goes first, the median ratio."""
+def whole_sets(sets: set[str]) -> list[tuple[str, list[Path]]]:
+    """London and faces94 (every photo, not ``face_sets``' sample) among ``sets``: what enroll-dir is timed on."""
+    out = []
     for name, _, files in face_sets(0):
         if name not in sets or name == "people":
             continue
         if name == "faces94":
             files = sorted(p for p in (SHARED_FACES / "calibration" / "faces94").rglob("*")
                            if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        out.append((name, files))
+    return out
+
+
+def bench_enroll_dir(report: Report, backends: Backends, procs: int, rounds: int, sets: set[str]) -> None:
+    """The command a user runs, ``enroll-dir``, on the whole London and faces94 sets against the peer's pool
+    timed from its processes' start: ``rounds`` rounds alternating which goes first, the median ratio."""
+    for name, files in whole_sets(sets):
         peer_rates: list[float] = []
         ours_rates: list[float] = []
         loads: list[str] = []
@@ -510,12 +518,7 @@ def worker_steps(files: Sequence[Path]) -> dict[str, tuple[float, int]]:
 
 def bench_steps(report: Report, backends: Backends, procs: int, sets: set[str], photos: int) -> None:
     """Where enroll-dir's time goes, worker and main process, on the first ``photos`` photos of each set."""
-    for name, _, files in face_sets(0):
-        if name not in sets or name == "people":
-            continue
-        if name == "faces94":
-            files = sorted(p for p in (SHARED_FACES / "calibration" / "faces94").rglob("*")
-                           if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    for name, files in whole_sets(sets):
         files = files[:photos]
         log(f"steps {name}: one worker, {len(files)} photos (load {load()})")
         measured = worker_steps(files)
