@@ -17,7 +17,7 @@ from facekeeper.engine import Engine
 from facekeeper.errors import ConfigError
 from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID, FusionCalibration
 from facekeeper.matching import default_table, per_comparison_fmr
-from facekeeper.service import NO_FUSION, NO_SIDE, Service
+from facekeeper.service import NO_FUSION, NO_SIDE, Service, other_side_models
 from tests.conftest import DATA, FORM, london
 from tests.publisher_fixtures import licensed_fixture  # noqa: F401
 
@@ -139,7 +139,8 @@ def test_a_fusion_for_other_side_models_than_the_engine_runs_is_not_used(site: S
     site.enroll([london("002")], "002", purpose="payment")
     assert site.gallery.templates(site.gallery.resolve("002"), FACENET_MODEL_ID).shape == (0, 512)
     result = site.verify(london("002", "smiling"), subject_id="002", purpose="payment")
-    assert result.decision.mode == "fast" and result.note == NO_FUSION
+    assert result.decision.mode == "fast" and result.note == other_side_models([SFACE_MODEL_ID], [FACENET_MODEL_ID])
+    assert "set side_models = ['sface-2021dec-int8bq']" in result.note
 
 
 def test_side_models_must_be_known_and_listed_once(tmp_path: Path) -> None:

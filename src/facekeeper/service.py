@@ -101,6 +101,14 @@ class EnrollResult:
 NO_FUSION = ("accurate mode is not in the signed model bundle (no fusion calibration): decided in fast mode;"
              " the vendor must re-sign the bundle")
 EDGE_FAST = "an edge terminal sends a dlib descriptor only: decided in fast mode"
+
+
+def other_side_models(signed: Sequence[str], configured: Sequence[str]) -> str:
+    """The note of a deployment whose ``[engine] side_models`` are not the signed fusion's (a settings file
+    written under an older bundle keeps the side model it was written with)."""
+    return (f"the signed bundle fuses dlib with {', '.join(signed)}, but [engine] side_models names"
+            f" {', '.join(configured)}: decided in fast mode; set side_models = {list(signed)} and let templates"
+            " follow (docs/accuracy.md, 'Moving to a new model without photos')")
 NO_SIDE = ("the subject has no template of accurate mode's second model (enrolled for a fast purpose, or before"
            " the model changed): decided in fast mode")
 
@@ -422,7 +430,10 @@ class Service:
 
     def _note(self, op: Operation) -> str | None:
         assert op.purpose_settings is not None
-        return NO_FUSION if op.purpose_settings.mode == "accurate" and self.fusion is None else None
+        if op.purpose_settings.mode != "accurate" or self.fusion is not None:
+            return None
+        signed = self.bundle.fusion
+        return NO_FUSION if signed is None else other_side_models(signed.side_models, self.engine.settings.side_models)
 
     # -- operations -----------------------------------------------------------------------------
     @operation("detect", cost="photo")
