@@ -165,7 +165,8 @@ def run(images: Path, workdir: Path) -> int:
         console.print(f"  till (payment): {r.match.subject_id if r.match else 'unknown'} among "
                       f"{r.searched_subjects} consented subject(s)")
 
-        say(f"At the till, payment asks for {svc.settings.purposes['payment'].mode} mode (dlib + FaceNet fused)"
+        sides = " + ".join(svc.engine.settings.side_models)
+        say(f"At the till, payment asks for {svc.settings.purposes['payment'].mode} mode (dlib + {sides} fused)"
             + (f"; {PAYMENT_ONLY} was enrolled for it, so both templates were stored" if svc.fusion is not None
                else ", which this bundle does not sign yet: the answers say what ran"))
         v = svc.verify(photo(images, PAYMENT_ONLY, "smiling"), subject_id=PAYMENT_ONLY, purpose="payment")
