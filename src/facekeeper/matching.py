@@ -21,10 +21,7 @@ from importlib import resources
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from facekeeper.errors import ModelMismatch
-from facekeeper.tail import LEVEL as TAIL_LEVEL
 from facekeeper.tail import TailFit
 
 BEYOND_POLICIES = ("refuse", "extrapolate")  # [purposes.NAME] beyond_table
@@ -89,7 +86,7 @@ class CalibrationTable:
         """
         pts = self.points
         if distance <= pts[0][1]:
-            return pts[0][0] if self.tail is None else min(pts[0][0], tail_fmr_upper(self.tail, distance))
+            return pts[0][0] if self.tail is None else min(pts[0][0], self.tail.fmr_upper(distance))
         if distance >= pts[-1][1]:
             return pts[-1][0]
         for (f0, d0), (f1, d1) in pairwise(pts):
@@ -109,13 +106,6 @@ class CalibrationTable:
         tail = TailFit.from_dict(data["tail"]) if data.get("tail") else None
         return cls(str(data["model_id"]), str(data["source"]), int(data["impostor_pairs"]),
                    int(data["genuine_pairs"]), points, tail)
-
-
-def tail_fmr_upper(tail: TailFit, distance: float) -> float:
-    """The upper end of the 95% bootstrap interval of the tail's FMR at ``distance`` (the point fit alone when
-    the fit kept no bootstrap refits)."""
-    fits = [dataclasses.replace(tail, p_u=p, xi=x, sigma=s) for p, x, s in tail.replicates] or [tail]
-    return float(np.quantile([f.fmr_at(distance) for f in fits], (1 + TAIL_LEVEL) / 2))
 
 
 def default_table(model_id: str) -> CalibrationTable:

@@ -89,6 +89,17 @@ def _depth(p_u: float, fmr: np.ndarray | float, xi: np.ndarray | float, sigma: n
     return np.asarray(sigma) * np.where(small, log_ratio, np.expm1(safe * log_ratio) / safe)
 
 
+def _share(p_u: np.ndarray | float, y: float, xi: np.ndarray | float, sigma: np.ndarray | float) -> np.ndarray:
+    """The tail's FMR ``y`` > 0 below its threshold: p_u · (1 + xi·y/sigma)^(-1/xi), 0 past the tail's end when
+    xi < 0 (the inverse of ``_depth``)."""
+    xi, sigma = np.asarray(xi, np.float64), np.asarray(sigma, np.float64)
+    small = np.abs(xi) < 1e-9
+    safe = np.where(small, 1.0, xi)
+    base = 1 + safe * y / sigma
+    power = np.where(base > 0, np.maximum(base, 1e-300) ** (-1 / safe), 0.0)
+    return np.asarray(p_u, np.float64) * np.where(small, np.exp(-y / sigma), power)
+
+
 @dataclass(frozen=True)
 class TailFit:
     """A GPD fitted to the impostor scores at or below ``u``; ``replicates`` are the bootstrap refits."""
@@ -118,12 +129,17 @@ class TailFit:
     def fmr_at(self, score: float) -> float:
         """The fitted tail's FMR at ``score`` (0 beyond the tail's end when xi < 0)."""
         y = self.u - score
-        if y <= 0:
-            return self.p_u
-        if abs(self.xi) < 1e-9:
-            return self.p_u * math.exp(-y / self.sigma)
-        base = 1 + self.xi * y / self.sigma
-        return 0.0 if base <= 0 else self.p_u * base ** (-1 / self.xi)
+        return self.p_u if y <= 0 else float(_share(self.p_u, y, self.xi, self.sigma))
+
+    def fmr_upper(self, score: float) -> float:
+        """The loose end of the 95% bootstrap interval of ``fmr_at(score)`` (the fit's own value without refits):
+        an estimate that never flatters a match."""
+        if not self.replicates:
+            return self.fmr_at(score)
+        r = np.asarray(self.replicates, np.float64)
+        y = self.u - score
+        fmrs = r[:, 0] if y <= 0 else _share(r[:, 0], y, r[:, 1], r[:, 2])
+        return float(np.quantile(fmrs, (1 + LEVEL) / 2))
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": METHOD, "u": round(self.u, 6), "p_u": self.p_u, "exceedances": self.exceedances,
