@@ -101,6 +101,8 @@ class EnrollResult:
 NO_FUSION = ("accurate mode is not in the signed model bundle (no fusion calibration): decided in fast mode;"
              " the vendor must re-sign the bundle")
 EDGE_FAST = "an edge terminal sends a dlib descriptor only: decided in fast mode"
+NO_SIDE = ("the subject has no template of accurate mode's second model (enrolled for a fast purpose, or before"
+           " the model changed): decided in fast mode")
 
 
 def other_side_models(signed: Sequence[str], configured: Sequence[str]) -> str:
@@ -109,8 +111,6 @@ def other_side_models(signed: Sequence[str], configured: Sequence[str]) -> str:
     return (f"the signed bundle fuses dlib with {', '.join(signed)}, but [engine] side_models names"
             f" {', '.join(configured)}: decided in fast mode; set side_models = {list(signed)} and let templates"
             " follow (docs/accuracy.md, 'Moving to a new model without photos')")
-NO_SIDE = ("the subject has no template of accurate mode's second model (enrolled for a fast purpose, or before"
-           " the model changed): decided in fast mode")
 
 
 @dataclass(frozen=True)

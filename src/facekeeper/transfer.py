@@ -1,7 +1,8 @@
 """Threshold tables that hold on every population measured: at each FMR, the strictest population's threshold.
 
-A threshold measured on one population lets strangers of another through at a different rate: faces94's
-SFace thresholds let London's strangers through at 6-11x the stated FMR (docs/accuracy.md). So a shipped table
+A threshold measured on one population lets strangers of another through at a different rate: dlib + FaceNet's
+faces94 thresholds let London's strangers through at 4.4x the stated FMR at 1e-4 (docs/accuracy.md, "Do tables
+transfer?"). So a shipped table
 takes, at each FMR, the lowest (strictest) of the thresholds of every population it was given: measured where
 the population has at least ``MIN_FALSE_MATCHES`` impostor pairs below it, else the strict end of the 95%
 interval of its impostor-tail fit (``facekeeper.tail``) down to the FMR at which one of its pairs would be
