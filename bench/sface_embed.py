@@ -3,8 +3,9 @@
 Usage: python bench/sface_embed.py DATASET OUT.npz [--workers 2] [--probe-eyes 32 --jpeg 50]
 
 Each photo goes through the engine's probe path (``single_face(enrollment=False)``, the ``face_choice`` rule)
-twice: with HOG (today's fast mode: dlib) and with YuNet (dlib on YuNet's box framed as HOG's, SFace on
-YuNet's 5 points, FaceNet on YuNet's box framed as HOG's and reshaped as accurate mode does). Photos where a
+with HOG (dlib), with YuNet as accurate mode detects (dlib on YuNet's box framed as HOG's, SFace on YuNet's 5
+points, FaceNet on YuNet's box framed as HOG's and reshaped as accurate mode does), and with YuNet as fast mode
+detects (``dlib_fast``: the quick pass on its smaller copy, then dlib). Photos where a
 detector finds nothing get NaN rows. The output holds descriptors of research photos, for measurement
 only: keep it out of the repository and delete it after use.
 
@@ -33,7 +34,7 @@ from facekeeper.engine.yunet import hog_frame
 from facekeeper.errors import FacekeeperError
 from facekeeper.fusion import FACENET_MODEL_ID, SFACE_MODEL_ID
 
-DIMS = {"dlib_hog": 128, "dlib_yunet": 128, "sface": 128, "facenet": 512}
+DIMS = {"dlib_hog": 128, "dlib_yunet": 128, "dlib_fast": 128, "sface": 128, "facenet": 512}
 _engines: dict[str, Engine] = {}
 _degrade: dict[str, int] = {}
 
@@ -48,7 +49,7 @@ def _init(eyes: int, quality: int) -> None:
 def gate_probe(engine: Engine, rgb: np.ndarray, eyes: int, quality: int) -> np.ndarray:
     """``rgb`` shrunk so that its largest YuNet face has ``eyes`` pixels between the eye centres, then through
     JPEG at ``quality``; unshrunk when YuNet finds no face or the eyes are already closer."""
-    found = engine.detect(rgb)
+    found = engine.detect(rgb, accurate=True)  # the precise points: probes as bundle 1.3.0 measured them
     if found and found[0].points is not None:
         distance = float(np.linalg.norm(found[0].points[0] - found[0].points[1]))
         scale = eyes / distance
@@ -70,6 +71,8 @@ def _one(path: Path) -> dict[str, np.ndarray]:
     out["faces"][:] = len(hog.detect(rgb, every_face=True)), len(yunet.detect(rgb))
     with contextlib.suppress(FacekeeperError):
         out["dlib_hog"] = hog.embed([hog.single_face(rgb, enrollment=False).chip])[0]
+    with contextlib.suppress(FacekeeperError):  # fast mode: YuNet's quick pass on its smaller copy
+        out["dlib_fast"] = yunet.embed([yunet.single_face(rgb, enrollment=False).chip])[0]
     try:
         face = yunet.single_face(rgb, enrollment=False, accurate=True)
         out["dlib_yunet"] = yunet.embed([face.chip])[0]

@@ -908,9 +908,11 @@ class Service:
             return ()
         try:
             (again,) = self.engine.describe([probe.source], enrollment=True, accurate=True)
+            # the face that matched, found as the probe was: fast mode looks on a smaller copy than accurate mode
+            (same,) = [again] if probe.side else self.engine.describe([probe.source], enrollment=True)
         except FacekeeperError:  # several faces, below the quality gate: enrollment would not keep it either
             return ()
-        if float(np.linalg.norm(again.dlib - probe.dlib)) > template_update.SAME_FACE:
+        if float(np.linalg.norm(same.dlib - probe.dlib)) > template_update.SAME_FACE:
             return ()
         added = []
         bucket = fmr_bucket(strict.estimated_fmr)

@@ -144,6 +144,34 @@ def test_quick_pass_copy_is_sized_for_the_smallest_face_it_looks_for() -> None:
     assert detect.quick_side(np.zeros((3000, 2000, 3), np.uint8), 0.1, 800) == 800  # never over max side
 
 
+def test_fast_mode_looks_on_a_smaller_copy_than_accurate_mode(engine: Engine) -> None:
+    """Fast mode's quick pass finds the face on a copy sized for 32 px faces; accurate mode keeps the copy SFace's
+    tables were measured on (80 px). Both give the same face, and dlib's landmarks at full resolution."""
+    assert engine.settings.detector == "yunet"
+    seen: list[tuple[int, ...]] = []
+    real = engine.detector.detect
+
+    def spy(rgb: np.ndarray, upsample: int = 0) -> list[detect.Detection]:
+        seen.append(rgb.shape[:2])
+        return real(rgb, upsample)
+
+    rgb = engine.decode(london("004"))
+    assert rgb.shape[:2] == (600, 600)
+    engine.detector.detect = spy  # type: ignore[method-assign]
+    try:
+        fast = engine.single_face(rgb, enrollment=True)
+        accurate = engine.single_face(rgb, enrollment=True, accurate=True)
+    finally:
+        del engine.detector.detect
+    assert seen == [(128, 128), (320, 320)]
+    assert detect.quick_side(rgb, 0.25, 800, detect.YUNET_QUICK_FACE_PX) == 128
+    overlap = [max(0, min(a, b) - max(c, d)) for a, b, c, d in
+               ((fast.box[2], accurate.box[2], fast.box[0], accurate.box[0]),
+                (fast.box[3], accurate.box[3], fast.box[1], accurate.box[1]))]
+    assert overlap[0] * overlap[1] > 0.8 * (accurate.box[2] - accurate.box[0]) * (accurate.box[3] - accurate.box[1])
+    assert float(np.linalg.norm(engine.embed([fast.chip])[0] - engine.embed([accurate.chip])[0])) < 0.1
+
+
 def test_same_person_is_close_and_different_people_are_far(engine: Engine) -> None:
     def desc(person: str, pose: str) -> np.ndarray:
         return engine.template(london(person, pose))[0]

@@ -197,16 +197,17 @@ class Engine:
             source, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels, name=name
         )
 
-    def detect(self, rgb: np.ndarray, *, every_face: bool = False) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, *, every_face: bool = False, accurate: bool = False) -> list[Detection]:
         """Faces largest first, boxes in full-resolution pixels.
 
         By default the quick pass answers when it finds a face, so faces much smaller than the largest may
         be left out; that is what enrollment and probes want (the person in front of the camera) and what
         makes them fast. ``every_face`` always runs the thorough pass, for callers who asked for all faces.
+        ``accurate``: YuNet's quick pass on the larger copy accurate mode's side models were measured on.
         """
         return detect_faces(
             self.detector, rgb, upsample=self.settings.upsample, max_side=self.settings.detect_max_side,
-            quick_face=0.0 if every_face else self.settings.quick_face,
+            quick_face=0.0 if every_face else self.settings.quick_face, precise=accurate,
         )
 
     def analyze(self, rgb: np.ndarray, detection: Detection, landmarks: int | None = None, *,
@@ -241,7 +242,7 @@ class Engine:
         ``face_choice`` names, the largest or the one nearest the image centre. ``accurate`` also cuts the
         side models' crops.
         """
-        found = self.detect(rgb)
+        found = self.detect(rgb, accurate=accurate)
         if not found:
             raise NoFace("no face found in the image: use a frontal photo where the face is clearly visible")
         if len(found) > 1 and enrollment:
