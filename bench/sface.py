@@ -270,8 +270,9 @@ def main() -> None:
             pops |= {f"{k} (accurate detection)": v
                      for k, v in populations(sets, gates, groups, ("dlib_yunet",), norm).items()}
             pops |= cross_populations(sets, norm)
-        detectors = ("YuNet (fast and accurate mode's copies) and HOG detection" if models == ("dlib_fast",)
-                     else "YuNet detection")
+        detectors = "YuNet detection"
+        if models == ("dlib_fast",):
+            detectors = "YuNet detection as fast and as accurate mode detect, and HOG detection"
         source = ("strictest per FMR of faces94 (University of Essex, 152 people), London (Face Research Lab, 102"
                   " people), the London groups and both sets as gate probes (28 px between the eyes, JPEG 50);"
                   f" {detectors}; bench/sface.py")

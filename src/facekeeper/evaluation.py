@@ -9,9 +9,9 @@ the EER, the accuracy at the best threshold, a DET curve, and how the thresholds
 bundle behave on this population, per demographic group when a CSV of attributes is given.
 ``bench/calibrate.py`` builds the shipped calibration table from the same functions.
 
-With a fusion calibration the same photos are also scored in accurate mode (dlib and the side model,
-z-normalised and summed; ``facekeeper.fusion``), and the report puts both modes side by side on the same
-pairs, for a folder or a pairs file.
+With a fusion calibration the same photos are also scored in accurate mode (prepared again as accurate mode
+detects them, then dlib and the side model z-normalised and summed; ``facekeeper.fusion``), and the report
+puts both modes side by side on the same pairs, for a folder or a pairs file.
 
 Beside the plain rates (pairs that were compared) it reports the generalized ones of ISO/IEC 19795-1: a pair
 the product could not have compared counts as a rejection when genuine and as a non-match when impostor. A
@@ -551,33 +551,46 @@ def evaluate_folder(engine: Engine, root: Path, *, shipped: CalibrationTable | N
                     dataset: str | None = None, fusion: FusionCalibration | None = None) -> Evaluation:
     """Every photo against every other: genuine pairs within a person, impostor pairs across people.
 
-    With ``fusion`` the photos are embedded by both models and ``accurate`` holds the fused evaluation of
-    the very same pairs (one detection per photo feeds both, so failures to acquire are shared).
+    With ``fusion`` the photos are embedded a second time as accurate mode prepares them (dlib and the side
+    model, on accurate mode's detection) and ``accurate`` holds the fused evaluation of the same photos; each
+    mode counts its own failures to acquire.
     """
     samples = labelled_folder(root)
     label_of = dict(samples)
-    emb = embed_photos(engine, [p for p, _ in samples], progress, accurate=fusion is not None)
+    photos = [p for p, _ in samples]
+    all_labels = [label for _, label in samples]
+    passes = 2 if fusion is not None else 1
+    emb = embed_photos(engine, photos, _share(progress, 0, passes))
     labels = np.asarray([label_of[p] for p in emb.paths])
     genuine, impostor = all_pairs(emb.vectors, labels)
-    people = len({label for _, label in samples})
+    people = len(set(all_labels))
     ev = Evaluation(dataset or root.name, "folder", engine.model_id, engine.settings.backend, len(samples),
                     genuine, impostor, emb.not_acquired, emb.quality_rejected, people=people, shipped=shipped,
                     picked=emb.picked, face_choice=engine.settings.face_choice)
-    unusable = unusable_folder_pairs(ev, [label for _, label in samples], emb.unenrollable(), labels)
+    unusable_folder_pairs(ev, all_labels, emb.unenrollable(), labels)
     if groups and shipped:
         ev.groups = group_results(emb.vectors, labels, groups, shipped)
     if fusion is not None:
-        assert emb.side is not None
-        fused = fused_pairs(emb.vectors, emb.side, labels, fusion)
+        acc = embed_photos(engine, photos, _share(progress, 1, passes), accurate=True)
+        assert acc.side is not None
+        side, acc_labels = acc.side, np.asarray([label_of[p] for p in acc.paths])
+        fused = fused_pairs(acc.vectors, side, acc_labels, fusion)
         ev.accurate = Evaluation(ev.dataset, "folder", fusion.table.model_id, engine.settings.backend, len(samples),
-                                 *fused, emb.not_acquired, emb.quality_rejected, people=people, shipped=fusion.table,
-                                 picked=emb.picked, face_choice=engine.settings.face_choice, **unusable)
+                                 *fused, acc.not_acquired, acc.quality_rejected, people=people, shipped=fusion.table,
+                                 picked=acc.picked, face_choice=engine.settings.face_choice)
+        unusable_folder_pairs(ev.accurate, all_labels, acc.unenrollable(), acc_labels)
         if groups:
-            side = emb.side
             ev.accurate.groups = group_results(
-                emb.vectors, labels, groups, fusion.table,
-                lambda m: fused_pairs(emb.vectors[m], {k: v[m] for k, v in side.items()}, labels[m], fusion))
+                acc.vectors, acc_labels, groups, fusion.table,
+                lambda m: fused_pairs(acc.vectors[m], {k: v[m] for k, v in side.items()}, acc_labels[m], fusion))
     return ev
+
+
+def _share(progress: Progress | None, part: int, parts: int) -> Progress | None:
+    """``progress`` for pass ``part`` of ``parts`` over the same photos: one bar from 0 to the end."""
+    if progress is None or parts == 1:
+        return progress
+    return lambda done, total: progress(part * total + done, parts * total)
 
 
 def unusable_folder_pairs(ev: Evaluation, all_labels: list[str], unenrollable: np.ndarray,
@@ -629,22 +642,25 @@ def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: Calibratio
                    progress: Progress | None = None, dataset: str = "pairs",
                    fusion: FusionCalibration | None = None) -> Evaluation:
     """Only the listed pairs; a pair the product could not compare is skipped for the plain rates and counted
-    for the generalized ones. With ``fusion``, ``accurate`` holds the fused scores of the same pairs."""
+    for the generalized ones. With ``fusion``, ``accurate`` holds the fused scores of the same pairs, the
+    photos prepared a second time as accurate mode prepares them."""
     photos = sorted({p for pair in pairs for p in (pair.a, pair.b)})
-    emb = embed_photos(engine, photos, progress, accurate=fusion is not None)
-    where = emb.index()
-    unenrollable = emb.unenrollable()
-    a = np.asarray([where.get(pair.a, -1) for pair in pairs])
-    b = np.asarray([where.get(pair.b, -1) for pair in pairs])
     same = np.asarray([pair.same for pair in pairs], bool)
-    compared = (a >= 0) & (b >= 0)
-    usable = compared.copy()
-    usable[compared] = ~(unenrollable[a[compared]] & unenrollable[b[compared]])
-    dlib = np.full(len(pairs), np.inf)
-    dlib[compared] = np.linalg.norm(emb.vectors[a[compared]].astype(np.float64) - emb.vectors[b[compared]], axis=1)
     folds = np.asarray([-1 if pair.fold is None else pair.fold for pair in pairs])
+    passes = 2 if fusion is not None else 1
 
-    def evaluation(model_id: str, scores: np.ndarray, table: CalibrationTable | None) -> Evaluation:
+    def evaluation(model_id: str, emb: Embedded, table: CalibrationTable | None,
+                   score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluation:
+        """``score(a, b)``: the scores of the pairs of rows ``a`` and ``b`` of ``emb``."""
+        where = emb.index()
+        unenrollable = emb.unenrollable()
+        a = np.asarray([where.get(pair.a, -1) for pair in pairs])
+        b = np.asarray([where.get(pair.b, -1) for pair in pairs])
+        compared = (a >= 0) & (b >= 0)
+        usable = compared.copy()
+        usable[compared] = ~(unenrollable[a[compared]] & unenrollable[b[compared]])
+        scores = np.full(len(pairs), np.inf)
+        scores[compared] = score(a[compared], b[compared])
         ev = Evaluation(dataset, "pairs", model_id, engine.settings.backend, len(photos), scores[compared & same],
                         scores[compared & ~same], emb.not_acquired, emb.quality_rejected,
                         skipped_pairs=int(np.sum(~compared)), shipped=table,
@@ -658,14 +674,19 @@ def evaluate_pairs(engine: Engine, pairs: Sequence[Pair], *, shipped: Calibratio
             ev.folds = list(zip(plain, general, strict=True)) if len(plain) == len(general) else None
         return ev
 
-    ev = evaluation(engine.model_id, dlib, shipped)
+    def dlib(emb: Embedded) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        return lambda a, b: np.linalg.norm(emb.vectors[a].astype(np.float64) - emb.vectors[b], axis=1)
+
+    emb = embed_photos(engine, photos, _share(progress, 0, passes))
+    ev = evaluation(engine.model_id, emb, shipped, dlib(emb))
     if fusion is not None:
-        assert emb.side is not None
-        sides = [centred(emb.side[m], fusion, m) for m in fusion.side_models]
-        fused = np.full(len(pairs), np.inf)
-        fused[compared] = fusion.score(dlib[compared], *(np.linalg.norm(s[a[compared]] - s[b[compared]], axis=1)
-                                                         for s in sides))
-        ev.accurate = evaluation(fusion.table.model_id, fused, fusion.table)
+        acc = embed_photos(engine, photos, _share(progress, 1, passes), accurate=True)
+        assert acc.side is not None
+        sides = [centred(acc.side[m], fusion, m) for m in fusion.side_models]
+        def fused(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return fusion.score(dlib(acc)(a, b), *(np.linalg.norm(s[a] - s[b], axis=1) for s in sides))
+
+        ev.accurate = evaluation(fusion.table.model_id, acc, fusion.table, fused)
     return ev
 
 

@@ -81,7 +81,7 @@ def decode(
         if img.format != "MPO" and getattr(img, "is_animated", False):
             raise BadImage(f"{name}: an animated image is not a photo: send {ACCEPTED}", accepted=list(FORMATS))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy of an upright photo (most are)
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -108,7 +108,9 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    if img.mode != "RGB":  # an RGB photo (most are) is read out once, not copied first
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
 def load(

@@ -1,5 +1,5 @@
 {
   "algorithm": "ed25519",
   "key_id": "1f7300a34c24876b",
-  "signature": "FRqtfWzN4YmITFUfCjxGobGK9ji2roEvhvFzpA0jW6aDyt2su5UicAPTtIK4cZmDOg1WTTpDAqLIYw9C3JK0AQ=="
+  "signature": "OPbml52vgGGn+ce0gPL3Ut8FxzojQX4TiYOs604+tf2rGdICQgahHWXG6sNV1AK6WHBwVn6sowYQgZC82TGmCQ=="
 }
