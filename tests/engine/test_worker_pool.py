@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from facekeeper.config import EngineSettings
 from facekeeper.engine import Engine, pipeline
@@ -20,13 +21,13 @@ def test_yunets_fork_server_loads_what_every_photo_needs_and_nothing_else() -> N
             "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize, "
             "len(dlib_onnx._PREBUILT), 'cv2' in sys.modules, 'PIL.Image' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    # no HOG detector, the 5-point model alone, the embedder's graph built, OpenCV and Pillow imported
-    assert out.stdout.split() == ["0", "1", "1", "True", "True"]
+    # no HOG detector, the 5- and 68-point models, the embedder's graph built, OpenCV and Pillow imported
+    assert out.stdout.split() == ["0", "2", "1", "True", "True"]
     assert pipeline.PRELOAD[EngineSettings().detector] == "facekeeper.engine.preloaded_yunet"
 
 
-def test_a_worker_loads_the_jaw_model_when_a_face_needs_it(engine: Engine) -> None:
-    """The 68-point model is not in YuNet's fork server: a turned head is still judged on its jaw line."""
+def test_a_turned_head_is_judged_on_its_jaw_line_in_a_worker_too(engine: Engine) -> None:
+    """The workers' 68-point model (loaded by the fork server) measures the jaw as the engine does in process."""
     photos = [TURNED, london("003")]
     here = list(pipeline.prepare(engine, photos, workers=1, embed=True))
     there = list(pipeline.prepare(engine, photos, workers=2, embed=True))
@@ -48,3 +49,13 @@ def test_a_pool_started_early_prepares_as_a_pool_of_its_own(engine: Engine) -> N
         assert np.array_equal(mine.descriptor, theirs.descriptor) and mine.quality == theirs.quality
     assert [p.path for p in again] == photos[:2]
     assert len(workers) == 2 and not any(w.is_alive() for w in workers)  # closing ends the processes
+
+
+@pytest.mark.parametrize(("jobs", "workers", "limit"), [(204, 2, 16), (3040, 2, 16), (5, 2, 16), (33, 2, 16),
+                                                         (17, 3, 4), (2, 2, 16)])
+def test_every_worker_gets_as_many_batches_none_over_the_limit(jobs: int, workers: int, limit: int) -> None:
+    size = pipeline.even_batch_size(jobs, workers, limit)
+    sizes = [len(b) for b in pipeline.batches(range(jobs), size)]
+    assert sum(sizes) == jobs and max(sizes) <= limit
+    assert len(sizes) % workers == 0  # London's 204 photos: 14 batches of 15 (and 9), not 12 of 16 and one of 12
+    assert max(sizes) - min(sizes) <= size - 1 and len(sizes) >= workers
