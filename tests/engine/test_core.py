@@ -172,6 +172,16 @@ def test_fast_mode_looks_on_a_smaller_copy_than_accurate_mode(engine: Engine) ->
     assert float(np.linalg.norm(engine.embed([fast.chip])[0] - engine.embed([accurate.chip])[0])) < 0.1
 
 
+@pytest.mark.parametrize("side", [128, 300, 599])
+def test_a_copy_halved_first_has_the_size_asked_and_the_area_averages_look(engine: Engine, side: int) -> None:
+    rgb = engine.decode(london("001"))
+    halved, scale = detect.working_copy(rgb, side, halving=True)
+    direct, same = detect.working_copy(rgb, side)
+    assert halved.shape == direct.shape == (side, side, 3) and scale == same == side / 600
+    assert float(np.abs(halved.astype(np.int16) - direct).mean()) < 5  # grey levels of 255 (another photo: ~50)
+    assert detect.working_copy(rgb, 600, halving=True)[0] is rgb  # never enlarged, never copied when small enough
+
+
 def test_same_person_is_close_and_different_people_are_far(engine: Engine) -> None:
     def desc(person: str, pose: str) -> np.ndarray:
         return engine.template(london(person, pose))[0]
