@@ -21,28 +21,44 @@ def test_yunets_fork_server_loads_what_every_photo_needs_and_nothing_else() -> N
             "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize, "
             "len(dlib_onnx._PREBUILT), 'cv2' in sys.modules, 'PIL.Image' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    # no HOG detector, the 5- and 68-point models, the embedder's graph built, OpenCV and Pillow imported
-    assert out.stdout.split() == ["0", "2", "1", "True", "True"]
+    # no HOG detector, the 5-point model alone, the embedder's graph built, OpenCV and Pillow imported
+    assert out.stdout.split() == ["0", "1", "1", "True", "True"]
     assert pipeline.PRELOAD[EngineSettings().detector] == "facekeeper.engine.preloaded_yunet"
 
 
-def test_a_turned_head_is_judged_on_its_jaw_line_in_a_worker_too(engine: Engine) -> None:
-    """The workers' 68-point model (loaded by the fork server) measures the jaw as the engine does in process."""
-    photos = [TURNED, london("003")]
+def test_a_face_a_worker_hands_on_is_judged_on_its_jaw_line_in_its_place(engine: Engine) -> None:
+    """Of two workers one has the 68-point model: a turned head the other meets is handed to it, measured on its
+    jaw line, and comes back in its place in the order, as in this process."""
+    photos = [london("003"), TURNED, london("001"), TURNED, london("004", "smiling")]
     here = list(pipeline.prepare(engine, photos, workers=1, embed=True))
     there = list(pipeline.prepare(engine, photos, workers=2, embed=True))
-    assert [p.quality and p.quality["yaw_from"] for p in there] == ["jaw", "eyes-nose"]
+    assert [p.path for p in there] == photos and not any(p.deferred for p in there)
+    assert [p.quality and p.quality["yaw_from"] for p in there] == ["eyes-nose", "jaw", "eyes-nose", "jaw",
+                                                                    "eyes-nose"]
     assert [p.quality for p in there] == [p.quality for p in here]
+    for mine, theirs in zip(there, here, strict=True):
+        assert mine.descriptor is not None and theirs.descriptor is not None
+        assert np.array_equal(mine.descriptor, theirs.descriptor)
+
+
+def test_a_worker_told_to_defer_hands_a_turned_head_back_and_loads_nothing() -> None:
+    light = Engine(EngineSettings())
+    light.defer_jaw = True
+    assert pipeline._prepare_one(light, TURNED, True).deferred
+    assert 68 not in light._landmarkers
+    frontal = pipeline._prepare_one(light, london("003"), True)
+    assert not frontal.deferred and frontal.chip is not None
 
 
 def test_a_pool_started_early_prepares_as_a_pool_of_its_own(engine: Engine) -> None:
     photos = [london(p, pose) for p in ("001", "002", "003") for pose in ("neutral", "smiling")]
     own = list(pipeline.prepare(engine, photos, workers=2, embed=True))
     with pipeline.WorkerPool(engine, 2, embed=True) as pool:
-        started = pool.pool()
+        started = pool.pools()
         first = list(pipeline.prepare(engine, photos, embed=True, pool=pool))
         again = list(pipeline.prepare(engine, photos[:2], embed=True, pool=pool))  # the caller's pool stays open
-        workers = list(started._pool)  # type: ignore[attr-defined]
+        workers = [w for p, _, _ in started for w in p._pool]  # type: ignore[attr-defined]
+    assert [(size, jaw) for _, size, jaw in started] == [(1, False), (1, True)]  # one worker has the jaw model
     assert [p.path for p in first] == [p.path for p in own]
     for mine, theirs in zip(first, own, strict=True):
         assert mine.descriptor is not None and theirs.descriptor is not None

@@ -63,7 +63,7 @@ def test_workers_start_before_consent_is_checked_and_get_only_consented_photos(
     assert summary.enrolled == {"001": 1, "003": 1}
     assert [(item, code) for item, code, _ in summary.skipped] == [("002/", "consent-required")]
     assert [p.parent.name for p in handed] == ["001", "003"]
-    assert pools[0]._pool is None  # closed when enroll-dir returned
+    assert pools[0]._pools == []  # closed when enroll-dir returned
 
 
 def test_one_worker_starts_no_pool(site: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,11 @@ if TYPE_CHECKING:  # both import onnx and protobuf: loaded only when accurate mo
     from facekeeper.engine.mtcnn import MtcnnDetector
 
 
+class JawDeferred(Exception):
+    """A face needs its jaw line measured and this engine is told not to load the 68-point model for it
+    (``Engine.defer_jaw``): a worker pool hands such a face to the worker that has the model."""
+
+
 @dataclass(frozen=True)
 class Face:
     """One analysed face. ``landmarks`` are (N, 2) (x, y) pixels; ``chip`` is the aligned 150x150 RGB."""
@@ -129,6 +134,9 @@ class Engine:
         self._mtcnn: MtcnnDetector | None = None
         self._landmarkers: dict[int, Landmarker] = {}
         self._lock = threading.Lock()
+        # a pool worker that starts before the 68-point model (0.6 s to load) is ready raises JawDeferred for a
+        # face whose jaw line must be measured, rather than loading the model itself (``pipeline.WorkerPool``)
+        self.defer_jaw = False
 
     # -- models, loaded on first use ------------------------------------------------------------
     @property
@@ -229,6 +237,8 @@ class Engine:
         jaw = None
         if len(points) == 5 and (measure_jaw or quality.needs_jaw(points, detection.frontal,
                                                                    self.quality_settings.max_yaw)):
+            if self.defer_jaw and 68 not in self._landmarkers:
+                raise JawDeferred
             jaw = self.landmarker(68)(rgb, box)
         return Face(detection, points, face_chip, quality.measure(points, face_chip, jaw))
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import multiprocessing.pool
 import os
+import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 
 from facekeeper.config import EngineSettings, LimitSettings, QualitySettings
-from facekeeper.engine.core import Engine
+from facekeeper.engine.core import Engine, JawDeferred
 from facekeeper.errors import FacekeeperError, QualityRejected
 
 
@@ -48,21 +50,29 @@ class Prepared:
     descriptor: np.ndarray | None = None  # when the worker embedded the chip (``embed=True``)
     side_descriptors: dict[str, np.ndarray] = field(default_factory=dict)  # ... and the crops, accurate mode
     faces_found: int = 1  # more than one: a probe answered with the face ``face_choice`` picked
+    deferred: bool = False  # a worker without the 68-point model handed it on (``WorkerPool``); never yielded
 
 
 _worker_engine: Engine | None = None
 T = TypeVar("T")
 
 
-def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: LimitSettings, embed: bool) -> None:
+def _init_worker(settings: EngineSettings, quality: QualitySettings, limits: LimitSettings, embed: bool,
+                 jaw: str = "lazy") -> None:
     """Load what every photo needs now, while the pool is still starting (``WorkerPool``), not on the first
-    photo; ``embed``: the embedder too, with one untimed run so its first batch pays no set-up."""
+    photo; ``embed``: the embedder too, with one untimed run so its first batch pays no set-up.
+
+    ``jaw``: ``"load"`` loads the 68-point model now, ``"defer"`` never loads it (a face that needs it comes
+    back ``deferred``), ``"lazy"`` loads it for the first face that needs it."""
     global _worker_engine
     _worker_engine = Engine(settings, quality, limits)
     _worker_engine.detector  # noqa: B018
     _worker_engine.landmarker()
     if embed:
         _worker_engine.embed(np.zeros((1, 150, 150, 3), np.uint8))
+    if jaw == "load":
+        _worker_engine.landmarker(68)
+    _worker_engine.defer_jaw = jaw == "defer"
 
 
 def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate: bool = False,
@@ -72,6 +82,8 @@ def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate:
         face = engine.single_face(engine.decode(path, name), enrollment=enrollment, accurate=accurate)
     except FacekeeperError as exc:
         return Prepared(path, None, None, exc)
+    except JawDeferred:
+        return Prepared(path, None, None, None, deferred=True)
     rejected = None
     if not enrollment:
         try:
@@ -82,9 +94,9 @@ def _prepare_one(engine: Engine, path: Path | bytes, enrollment: bool, accurate:
                     faces_found=face.faces_in_photo)
 
 
-def _prepare_in_worker(job: tuple[Path, bool, bool]) -> Prepared:
+def _prepare_list_in_worker(jobs: list[tuple[Path, bool, bool]]) -> list[Prepared]:
     assert _worker_engine is not None
-    return _prepare_one(_worker_engine, *job)
+    return [_prepare_one(_worker_engine, *job) for job in jobs]
 
 
 def embed_prepared(engine: Engine, done: list[Prepared]) -> list[Prepared]:
@@ -134,11 +146,19 @@ def _worker_context(settings: EngineSettings) -> mp.context.BaseContext:
 class WorkerPool:
     """``workers`` processes, started in a background thread so their start-up (the fork server's model load,
     each worker's own sessions) overlaps what the caller does meanwhile, such as checking consent. No photo
-    reaches a worker before the caller passes paths to ``prepare``. Closing terminates the processes."""
+    reaches a worker before the caller passes paths to ``prepare``. Closing terminates the processes.
+
+    With YuNet, one worker loads dlib's 68-point model (0.6 s) as it starts and the others do not: they start on
+    photos at once and hand it the 2-5% of faces whose jaw line must be measured (a turned head), so the model is
+    loaded once, on a core that would otherwise wait for the parent's consent work, and by no worker in the middle
+    of its batch. (Loaded by the fork server instead, it held every worker back by 0.6 s: London's 204 photos took
+    2.6 s; loaded by whichever worker first met such a face, usually by both.)
+    """
 
     def __init__(self, engine: Engine, workers: int, *, embed: bool = False) -> None:
         self.size = workers
-        self._pool: multiprocessing.pool.Pool | None = None
+        self.embed = embed
+        self._pools: list[tuple[multiprocessing.pool.Pool, int, bool]] = []  # (pool, workers, has the jaw model)
         self._error: BaseException | None = None
         args = (engine.settings, engine.quality_settings, engine.limits, embed)
         self._thread = threading.Thread(target=self._start, args=args, name="facekeeper-workers", daemon=True)
@@ -146,24 +166,30 @@ class WorkerPool:
 
     def _start(self, settings: EngineSettings, quality: QualitySettings, limits: LimitSettings, embed: bool) -> None:
         try:
-            self._pool = _worker_context(settings).Pool(self.size, _init_worker, (settings, quality, limits, embed))
-        except BaseException as exc:  # raised to the caller by ``pool()``
+            ctx = _worker_context(settings)
+            if settings.detector == "yunet" and self.size > 1:
+                self._pools.append((ctx.Pool(self.size - 1, _init_worker, (settings, quality, limits, embed, "defer")),
+                                    self.size - 1, False))
+                self._pools.append((ctx.Pool(1, _init_worker, (settings, quality, limits, embed, "load")), 1, True))
+            else:
+                self._pools.append((ctx.Pool(self.size, _init_worker, (settings, quality, limits, embed)),
+                                    self.size, True))
+        except BaseException as exc:  # raised to the caller by ``pools()``
             self._error = exc
 
-    def pool(self) -> multiprocessing.pool.Pool:
-        """The started pool (waiting for it if need be)."""
+    def pools(self) -> list[tuple[multiprocessing.pool.Pool, int, bool]]:
+        """The started pools (waiting for them if need be): (pool, its workers, whether they measure jaw lines)."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        assert self._pool is not None
-        return self._pool
+        return list(self._pools)
 
     def close(self) -> None:
         self._thread.join()
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        for pool, _, _ in self._pools:
+            pool.terminate()
+            pool.join()
+        self._pools = []
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -176,7 +202,7 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
             workers: int | None = None, accurate: bool = False, embed: bool = False,
             pool: WorkerPool | None = None) -> Iterator[Prepared]:
     """Prepare every photo, in order, on ``workers`` processes (1 = in this process), or on ``pool``'s,
-    started earlier by the caller (who closes it).
+    started earlier by the caller (who closes it; it embeds when it was started to).
 
     ``embed``: the descriptors are made too, in batches of ``batch_size`` (by each worker for its own
     photos), and this process needs no embedder.
@@ -193,19 +219,64 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
         return
     if pool is None:
         with WorkerPool(engine, n, embed=embed) as own:
-            yield from _prepare_on(own.pool(), engine, jobs, n, embed)
+            yield from _prepare_on(own.pools(), engine, jobs, n, embed)
         return
-    yield from _prepare_on(pool.pool(), engine, jobs, n, embed)
+    yield from _prepare_on(pool.pools(), engine, jobs, n, embed)
 
 
-def _prepare_on(pool: multiprocessing.pool.Pool, engine: Engine, jobs: list[tuple[Path, bool, bool]], n: int,
-                embed: bool) -> Iterator[Prepared]:
-    if not embed:
-        yield from pool.imap(_prepare_in_worker, jobs, chunksize=4)
-        return
+def _prepare_on(pools: list[tuple[multiprocessing.pool.Pool, int, bool]], engine: Engine,
+                jobs: list[tuple[Path, bool, bool]], n: int, embed: bool) -> Iterator[Prepared]:
+    """Every job through the pools in batches, at most two outstanding per worker; a batch a worker without the
+    jaw model handed back in part goes, for those photos, to a pool that has it, ahead of the next new batch.
+    Results are yielded in the order of ``jobs``."""
     size = even_batch_size(len(jobs), n, engine.settings.batch_size)
-    for done in pool.imap(_prepare_batch_in_worker, batches(jobs, size)):
-        yield from done
+    work: Callable[[list[tuple[Path, bool, bool]]], list[Prepared]] = (
+        _prepare_batch_in_worker if embed else _prepare_list_in_worker)
+    fresh = deque(range(start, min(start + size, len(jobs))) for start in range(0, len(jobs), size))
+    handed_back: deque[int] = deque()
+    finished: queue.SimpleQueue[tuple[int, list[int], list[Prepared] | None, BaseException | None]] = (
+        queue.SimpleQueue())
+    outstanding = [0] * len(pools)
+    ready: dict[int, Prepared] = {}
+
+    def submit(i: int) -> bool:
+        pool, workers, jaw = pools[i]
+        if outstanding[i] >= 2 * workers:
+            return False
+        if jaw and handed_back:
+            batch = [handed_back.popleft() for _ in range(min(size, len(handed_back)))]
+        elif fresh:
+            batch = list(fresh.popleft())
+        else:
+            return False
+        outstanding[i] += 1
+        pool.apply_async(work, ([jobs[k] for k in batch],),
+                         callback=lambda out: finished.put((i, batch, out, None)),
+                         error_callback=lambda exc: finished.put((i, batch, None, exc)))
+        return True
+
+    def refill() -> None:
+        for i in sorted(range(len(pools)), key=lambda i: not pools[i][2]):  # the jaw pool first: it takes hand-backs
+            while submit(i):
+                pass
+
+    refill()
+    following = 0
+    while following < len(jobs):
+        i, batch, out, exc = finished.get()
+        if exc is not None:
+            raise exc
+        assert out is not None
+        outstanding[i] -= 1
+        for k, item in zip(batch, out, strict=True):
+            if item.deferred:
+                handed_back.append(k)
+            else:
+                ready[k] = item
+        refill()
+        while following in ready:
+            yield ready.pop(following)
+            following += 1
 
 
 def even_batch_size(jobs: int, workers: int, limit: int) -> int:
