@@ -157,7 +157,6 @@ class WorkerPool:
 
     def __init__(self, engine: Engine, workers: int, *, embed: bool = False) -> None:
         self.size = workers
-        self.embed = embed
         self._pools: list[tuple[multiprocessing.pool.Pool, int, bool]] = []  # (pool, workers, has the jaw model)
         self._error: BaseException | None = None
         args = (engine.settings, engine.quality_settings, engine.limits, embed)
@@ -202,7 +201,7 @@ def prepare(engine: Engine, paths: Iterable[Path], *, enrollment: bool = True,
             workers: int | None = None, accurate: bool = False, embed: bool = False,
             pool: WorkerPool | None = None) -> Iterator[Prepared]:
     """Prepare every photo, in order, on ``workers`` processes (1 = in this process), or on ``pool``'s,
-    started earlier by the caller (who closes it; it embeds when it was started to).
+    started earlier by the caller (who closes it).
 
     ``embed``: the descriptors are made too, in batches of ``batch_size`` (by each worker for its own
     photos), and this process needs no embedder.
@@ -255,8 +254,10 @@ def _prepare_on(pools: list[tuple[multiprocessing.pool.Pool, int, bool]], engine
                          error_callback=lambda exc: finished.put((i, batch, None, exc)))
         return True
 
+    jaw_first = sorted(range(len(pools)), key=lambda i: not pools[i][2])  # the jaw pool takes the hand-backs
+
     def refill() -> None:
-        for i in sorted(range(len(pools)), key=lambda i: not pools[i][2]):  # the jaw pool first: it takes hand-backs
+        for i in jaw_first:
             while submit(i):
                 pass
 
