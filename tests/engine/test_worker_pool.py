@@ -17,12 +17,14 @@ TURNED = DATA / "people" / "barack_obama" / "4.jpg"  # a three-quarter press pho
 
 
 def test_yunets_fork_server_loads_what_every_photo_needs_and_nothing_else() -> None:
-    code = ("import sys; from facekeeper.engine import dlib_onnx, models; import facekeeper.engine.preloaded_yunet; "
+    code = ("import sys; from facekeeper.engine import dlib_onnx, models, yunet; "
+            "import facekeeper.engine.preloaded_yunet; "
             "print(models.frontal_detector.cache_info().currsize, models.shape_predictor.cache_info().currsize, "
-            "len(dlib_onnx._PREBUILT), 'cv2' in sys.modules, 'PIL.Image' in sys.modules)")
+            "len(dlib_onnx._PREBUILT), yunet.graph.cache_info().currsize, "
+            "'cv2' in sys.modules, 'PIL.Image' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    # no HOG detector, the 5-point model alone, the embedder's graph built, OpenCV and Pillow imported
-    assert out.stdout.split() == ["0", "1", "1", "True", "True"]
+    # no HOG detector, the 5-point model alone, the embedder's and YuNet's graphs built, OpenCV and Pillow imported
+    assert out.stdout.split() == ["0", "1", "1", "1", "True", "True"]
     assert pipeline.PRELOAD[EngineSettings().detector] == "facekeeper.engine.preloaded_yunet"
 
 

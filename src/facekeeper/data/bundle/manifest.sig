@@ -1,5 +1,5 @@
 {
   "algorithm": "ed25519",
   "key_id": "1f7300a34c24876b",
-  "signature": "RMd7KPVECktu7VRS+nUHAMis8a5w3XtAfZuDbERS8GTRSkU00A4sASLMMbvWCA2egO2/dOG9sk7c2KIzpwIlDQ=="
+  "signature": "dfYBSDftkYf+JtVlG88RZVYx7A707df33hdXm5F5RqX0Oj8q0G0Kw2FunyxPhVti9kzdlipAcjdB6+VGxk2kCw=="
 }
