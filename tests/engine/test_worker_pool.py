@@ -3,8 +3,13 @@ and a pool started early giving what a pool of ``prepare``'s own gives."""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.pool
+import os
 import subprocess
 import sys
+import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,3 +82,32 @@ def test_every_worker_gets_as_many_batches_none_over_the_limit(jobs: int, worker
     assert sum(sizes) == jobs and max(sizes) <= limit
     assert len(sizes) % workers == 0  # London's 204 photos: 14 batches of 15 (and 9), not 12 of 16 and one of 12
     assert max(sizes) - min(sizes) <= size - 1 and len(sizes) >= workers
+
+
+def _a_result(_: int) -> bytes:
+    return bytes(200_000)  # big enough that the result thread takes a while to read it
+
+
+def test_the_pools_handler_thread_waits_for_work_instead_of_spinning_on_results(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython's handler wakes (and holds the GIL) again and again while a result waits to be read; ours wakes only
+    when a worker exits or the pool changes state."""
+    wakes = 0
+    real_wait = multiprocessing.pool.wait
+
+    def counted(objects: Any, timeout: float | None = None) -> Any:
+        nonlocal wakes
+        if "_handle_workers" in threading.current_thread().name:
+            wakes += 1
+        return real_wait(objects, timeout)
+
+    monkeypatch.setattr(multiprocessing.pool, "wait", counted)
+    with pipeline.QuietPool(2, context=multiprocessing.get_context("forkserver")) as pool:
+        assert sum(len(r) for r in pool.imap(_a_result, range(60))) == 60 * 200_000
+    assert wakes <= 4  # one a result would be 60: the stock pool wakes hundreds of times here
+
+
+def test_a_worker_that_exits_is_still_replaced() -> None:
+    with pipeline.QuietPool(1, maxtasksperchild=1, context=multiprocessing.get_context("forkserver")) as pool:
+        first = pool.apply_async(os.getpid).get(timeout=60)  # the worker exits after this one task
+        assert pool.apply_async(os.getpid).get(timeout=60) != first  # the handler saw it go and started another
