@@ -61,6 +61,7 @@ class YuNetDetector:
         options.intra_op_num_threads = threads  # per process, as the embedder's: one worker per core
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # 0.7 ms at 160 x 128; 1.9 below
         self._session = ort.InferenceSession(graph(), options, providers=["CPUExecutionProvider"])
 
     def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[Detection]:
@@ -84,29 +85,27 @@ def _padded(size: int) -> int:
 
 def decode(outputs: list[np.ndarray], height: int, width: int) -> np.ndarray:
     """The faces in YuNet's outputs (``OUTPUTS`` order) for a padded input of ``height`` x ``width``: rows of
-    (left, top, width, height, 5 x (x, y), score) as ``cv2.FaceDetectorYN.detect`` gives them, best first."""
-    found = []
-    for i, stride in enumerate(STRIDES):
-        cls, obj, bbox, kps = (outputs[i + k * len(STRIDES)] for k in range(4))
-        score = np.sqrt(np.clip(cls.reshape(-1), 0, 1) * np.clip(obj.reshape(-1), 0, 1))
-        cells = np.flatnonzero(score >= SCORE_THRESHOLD)
-        if not len(cells):
-            continue
-        col = (cells % (width // stride)).astype(np.float32)
-        row = (cells // (width // stride)).astype(np.float32)
-        step = np.float32(stride)
-        box = bbox.reshape(-1, 4)[cells]
-        size_x, size_y = np.exp(box[:, 2]) * step, np.exp(box[:, 3]) * step
-        left = (col + box[:, 0]) * step - size_x / np.float32(2)
-        top = (row + box[:, 1]) * step - size_y / np.float32(2)
-        marks = kps.reshape(-1, 10)[cells]
-        points = np.empty_like(marks)
-        points[:, 0::2] = (marks[:, 0::2] + col[:, None]) * step
-        points[:, 1::2] = (marks[:, 1::2] + row[:, None]) * step
-        found.append(np.column_stack([left, top, size_x, size_y, points, score[cells]]).astype(np.float32))
-    if not found:
+    (left, top, width, height, 5 x (x, y), score) as ``cv2.FaceDetectorYN.detect`` gives them, best first.
+
+    The three heads' cells are scored together and only those over the threshold decoded (a photo has a handful):
+    on a 128 px copy that is 0.1 ms instead of 0.3 for each head's arrays in turn, with the same float32 values.
+    """
+    heads = len(STRIDES)
+    cls, obj, bbox, kps = (np.concatenate([o.reshape(-1, values) for o in outputs[k * heads:(k + 1) * heads]])
+                           for k, values in enumerate((1, 1, 4, 10)))  # values a cell
+    score = np.sqrt(np.clip(cls[:, 0], 0, 1) * np.clip(obj[:, 0], 0, 1))
+    cells = np.flatnonzero(score >= SCORE_THRESHOLD)
+    if not len(cells):
         return np.zeros((0, 15), np.float32)
-    faces = np.concatenate(found)
+    col, row, step = (a[cells] for a in _cells(height, width))
+    box, marks = bbox[cells], kps[cells]
+    size_x, size_y = np.exp(box[:, 2]) * step, np.exp(box[:, 3]) * step
+    left = (col + box[:, 0]) * step - size_x / np.float32(2)
+    top = (row + box[:, 1]) * step - size_y / np.float32(2)
+    points = np.empty_like(marks)
+    points[:, 0::2] = (marks[:, 0::2] + col[:, None]) * step[:, None]
+    points[:, 1::2] = (marks[:, 1::2] + row[:, None]) * step[:, None]
+    faces = np.column_stack([left, top, size_x, size_y, points, score[cells]]).astype(np.float32)
     if len(faces) == 1:
         return faces
     import cv2
@@ -115,6 +114,19 @@ def decode(outputs: list[np.ndarray], height: int, width: int) -> np.ndarray:
     boxes = [(int(f[0]), int(f[1]), int(f[2]), int(f[3])) for f in faces]
     keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), SCORE_THRESHOLD, NMS_THRESHOLD, 1.0, TOP_K)
     return faces[np.asarray(keep, np.int64).reshape(-1)]
+
+
+@functools.lru_cache(maxsize=64)
+def _cells(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's column, row and stride (float32), in the order of the heads' outputs concatenated."""
+    cols, rows, steps = [], [], []
+    for stride in STRIDES:
+        across = width // stride
+        index = np.arange(across * (height // stride))
+        cols.append(index % across)
+        rows.append(index // across)
+        steps.append(np.full(len(index), stride))
+    return tuple(np.concatenate(a).astype(np.float32) for a in (cols, rows, steps))  # type: ignore[return-value]
 
 
 # YuNet has no pose classes like HOG's filters; its nose tip is a coarse one. On a face that looks ahead the tip
