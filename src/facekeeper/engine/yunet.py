@@ -56,14 +56,9 @@ class YuNetDetector:
     name = "yunet"
 
     def __init__(self, threads: int = 1) -> None:
-        import onnxruntime as ort
+        from facekeeper.engine.onnx_session import cpu_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # per process, as the embedder's: one worker per core
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # 0.7 ms at 160 x 128; 1.9 below
-        self._session = ort.InferenceSession(graph(), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(graph(), threads)
 
     def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[Detection]:
         """``upsample`` is HOG's notion and is ignored: YuNet finds faces down to ~10 px at the given size."""
